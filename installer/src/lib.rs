@@ -1,0 +1,1 @@
+//! Writes verified OS snapshots to disks and wipes disks, safe by default.

@@ -1,0 +1,5 @@
+//! `pxeimage`: the rackhand agent.
+
+fn main() {
+    println!("pxeimage {}", env!("CARGO_PKG_VERSION"));
+}

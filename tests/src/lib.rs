@@ -1,0 +1,1 @@
+//! System-test framework: network namespaces, the real pxe-server binary, QEMU machines.

@@ -1,0 +1,72 @@
+//! `cargo xtask`: build and test automation for rackhand.
+//!
+//! Subcommands:
+//! - `setup`: install what builds and tests need on a fresh Debian machine (apt packages, the musl
+//!   target). Idempotent; skips what is already there.
+//! - `ci`: `setup`, then `cargo fmt --check`, `cargo clippy --all-targets -D warnings`, and every
+//!   test. `.ci/run` calls exactly this.
+
+mod setup;
+mod util;
+
+use anyhow::{Result, bail};
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    match cmd {
+        "setup" => setup::run(),
+        "ci" => ci(rest),
+        "help" | "--help" | "-h" => {
+            println!("{}", HELP.trim());
+            Ok(())
+        }
+        other => bail!("unknown subcommand {other:?}\n{}", HELP.trim()),
+    }
+}
+
+const HELP: &str = "
+cargo xtask <command>
+
+  setup    install apt packages and the musl target needed to build and test
+  ci       setup, then fmt --check, clippy -D warnings and all tests (what .ci/run runs)
+";
+
+fn ci(_rest: &[String]) -> Result<()> {
+    setup::run()?;
+    let root = util::workspace_root();
+    util::run(util::cargo().current_dir(&root).args(["fmt", "--all", "--check"]))?;
+    util::run(util::cargo().current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    if util::have("cargo-nextest") {
+        util::run(util::cargo().current_dir(&root).args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--no-fail-fast",
+        ]))?;
+    } else {
+        util::run(
+            util::cargo()
+                .current_dir(&root)
+                .args(["test", "--workspace", "--no-fail-fast"]),
+        )?;
+    }
+    Ok(())
+}
