@@ -1,0 +1,1 @@
+//! DHCPv4 server and proxyDHCP: pure decisions, lease allocation, and the socket service.
