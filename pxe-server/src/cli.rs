@@ -1,0 +1,182 @@
+//! The `pxe-server` command line: `serve`, and the operator commands that talk to a running
+//! appliance.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{DhcpMode, FileConfig};
+
+/// rackhand appliance: netboot, inventory and lifecycle for a datacenter.
+#[derive(Debug, Parser)]
+#[command(name = "pxe-server", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the appliance.
+    Serve(ServeArgs),
+    /// Operate on machines through a running appliance's API.
+    #[command(subcommand)]
+    Machine(MachineCommand),
+}
+
+/// `pxe-server serve` flags; each mirrors a key of the TOML config file.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (TOML); default: DATA_DIR/rackhand.toml, written on first start.
+    #[arg(long, env = "RACKHAND_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (store, operator token) [default: ./rackhand-data].
+    #[arg(long, env = "RACKHAND_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
+    /// Assets directory: vmlinuz, pxeimage.initramfs, iPXE binaries, snapshots/.
+    #[arg(long)]
+    pub assets: Option<PathBuf>,
+    /// Base URL machines use to reach the appliance [default: from --http].
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Provisioning interface (DHCP/TFTP/HTTP bind there).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// DHCP mode [default: off].
+    #[arg(long, value_enum)]
+    pub dhcp_mode: Option<DhcpMode>,
+    /// DHCP address range START-END (full mode).
+    #[arg(long)]
+    pub dhcp_range: Option<String>,
+    /// TFTP listen address (off unless set).
+    #[arg(long)]
+    pub tftp: Option<std::net::SocketAddr>,
+    /// Extra kernel arguments for the agent.
+    #[arg(long)]
+    pub kernel_args: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// The flags as a config layer.
+    pub fn as_layer(&self) -> FileConfig {
+        FileConfig {
+            data_dir: self.data_dir.clone(),
+            http: self.http,
+            assets: self.assets.clone(),
+            public_url: self.public_url.clone(),
+            interface: self.interface.clone(),
+            dhcp_mode: self.dhcp_mode,
+            dhcp_range: self.dhcp_range.clone(),
+            tftp: self.tftp,
+            kernel_args: self.kernel_args.clone(),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How operator commands reach the appliance.
+#[derive(Debug, Args, Clone)]
+pub struct ApiArgs {
+    /// Appliance API base URL.
+    #[arg(long, env = "RACKHAND_API", default_value = "http://127.0.0.1:8080", global = true)]
+    pub api: String,
+    /// File holding the operator token [default: DATA_DIR/operator.token].
+    #[arg(long, env = "RACKHAND_TOKEN_FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Data directory, to find the operator token.
+    #[arg(long, env = "RACKHAND_DATA_DIR", default_value = "rackhand-data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+/// `pxe-server machine …`.
+#[derive(Debug, Subcommand)]
+pub enum MachineCommand {
+    /// List machines.
+    List {
+        /// Only machines in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show one machine (ID: id, serial or MAC).
+    Show {
+        /// Machine.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Install an OS snapshot.
+    Install {
+        /// Machine.
+        id: String,
+        /// Snapshot name.
+        #[arg(long)]
+        snapshot: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Wipe the machine and return it to the pool.
+    Recycle {
+        /// Machine.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Mark the machine broken.
+    Broken {
+        /// Machine.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Mark the machine in use.
+    InUse {
+        /// Machine.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Retire the machine.
+    Retire {
+        /// Machine.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show the machine's history.
+    History {
+        /// Machine.
+        id: String,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}

@@ -1,0 +1,249 @@
+//! The operator API: list, show, install, recycle, broken, in-use, retire, history.
+//! Every call needs the operator bearer token.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use pxe_api::machine::{ActionRequest, EventView, InstallRequest, ReasonRequest};
+use pxe_api::{MachineState, MachineView};
+
+use super::{ApiFailure, AppState, authorization, parse_json};
+use crate::lifecycle::{self, Action};
+use crate::store::{NewEvent, TransitionChanges};
+use crate::token;
+
+/// Longest operator-supplied reason.
+const MAX_REASON: usize = 1024;
+
+fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(), ApiFailure> {
+    match token::from_bearer(authorization(headers)) {
+        Some(t) if token::same(t, &st.operator_token) => Ok(()),
+        _ => Err(ApiFailure::unauthorized("missing or invalid operator token")),
+    }
+}
+
+/// True for a snapshot name that is safe as one path component.
+pub(crate) fn valid_snapshot_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+fn check_reason(r: Option<String>) -> Result<Option<String>, ApiFailure> {
+    match r {
+        Some(r) if r.len() > MAX_REASON => Err(ApiFailure::bad_request(
+            "invalid_body",
+            format!("reason longer than {MAX_REASON} bytes"),
+        )),
+        Some(r) if r.trim().is_empty() => Ok(None),
+        other => Ok(other),
+    }
+}
+
+async fn find(st: &AppState, reference: &str) -> Result<MachineView, ApiFailure> {
+    if reference.len() > 256 {
+        return Err(ApiFailure::bad_request("invalid_parameter", "machine reference too long"));
+    }
+    st.store
+        .find_machine(reference)
+        .await?
+        .ok_or_else(|| ApiFailure::not_found("machine_not_found", format!("no machine {reference:?}")))
+}
+
+/// Applies `action` with optimistic concurrency: re-reads and re-checks on a lost race, unless
+/// the caller pinned a version (then a moved version is a 409).
+async fn transition(
+    st: &AppState,
+    reference: &str,
+    action: Action,
+    if_version: Option<i64>,
+    reason: Option<String>,
+    snapshot: Option<String>,
+) -> Result<MachineView, ApiFailure> {
+    for _ in 0..16 {
+        let m = find(st, reference).await?;
+        if let Some(v) = if_version
+            && v != m.version
+        {
+            return Err(ApiFailure::conflict(
+                "version_conflict",
+                format!("machine is at version {}, not {v}", m.version),
+            ));
+        }
+        let to = lifecycle::transition(m.state, action).map_err(|r| {
+            ApiFailure::conflict(
+                r.code(),
+                format!("cannot {} a machine that is {}", action.as_str(), m.state),
+            )
+        })?;
+        let changes = TransitionChanges {
+            snapshot: match action {
+                Action::Install => Some(snapshot.clone()),
+                _ => None,
+            },
+            reason: reason.clone(),
+        };
+        let event = NewEvent {
+            machine_id: Some(m.id.clone()),
+            at_ms: (st.clock)(),
+            actor: "operator",
+            kind: "transition",
+            from_state: Some(m.state),
+            to_state: Some(to),
+            reason: reason.clone(),
+            detail: Some(serde_json::json!({ "action": action.as_str(), "snapshot": snapshot })),
+            ..NewEvent::default()
+        };
+        if st.store.apply_transition(&m.id, m.version, to, &changes, &event).await? {
+            tracing::info!(machine = %m.id, from = %m.state, %to, action = action.as_str(), "transition");
+            return st
+                .store
+                .machine(&m.id)
+                .await?
+                .ok_or_else(|| ApiFailure::not_found("machine_not_found", "machine vanished"));
+        }
+        if if_version.is_some() {
+            return Err(ApiFailure::conflict("version_conflict", "the machine changed meanwhile"));
+        }
+    }
+    Err(ApiFailure::conflict("version_conflict", "too much contention on this machine; retry"))
+}
+
+/// `GET /api/v1/machines?state=S`.
+pub(super) async fn list(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<MachineView>>, ApiFailure> {
+    authenticate(&st, &headers)?;
+    let mut state = None;
+    for pair in raw.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("state", v)) => {
+                state = Some(v.parse::<MachineState>().map_err(|_| {
+                    ApiFailure::bad_request("invalid_state", format!("unknown state {v:?}"))
+                })?);
+            }
+            _ => {
+                return Err(ApiFailure::bad_request(
+                    "invalid_parameter",
+                    "the only query parameter is state",
+                ));
+            }
+        }
+    }
+    Ok(Json(st.store.list_machines(state).await?))
+}
+
+/// `GET /api/v1/machines/{id}`.
+pub(super) async fn show(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<MachineView>, ApiFailure> {
+    authenticate(&st, &headers)?;
+    Ok(Json(find(&st, &id).await?))
+}
+
+/// `GET /api/v1/machines/{id}/history`.
+pub(super) async fn history(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<EventView>>, ApiFailure> {
+    authenticate(&st, &headers)?;
+    let m = find(&st, &id).await?;
+    Ok(Json(st.store.history(&m.id).await?))
+}
+
+/// `POST /api/v1/machines/{id}/install` `{ "snapshot": NAME }`.
+pub(super) async fn install(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MachineView>, ApiFailure> {
+    authenticate(&st, &headers)?;
+    let req: InstallRequest = parse_json(body)?;
+    if !valid_snapshot_name(&req.snapshot) {
+        return Err(ApiFailure::bad_request(
+            "invalid_snapshot",
+            "snapshot names are 1-64 letters, digits, '.', '_' or '-', not starting with '.'",
+        ));
+    }
+    if !st.assets.join("snapshots").join(&req.snapshot).is_dir() {
+        return Err(ApiFailure::not_found(
+            "unknown_snapshot",
+            format!("no snapshot {:?} in the assets directory", req.snapshot),
+        ));
+    }
+    let reason = Some(format!("install {}", req.snapshot));
+    Ok(Json(
+        transition(&st, &id, Action::Install, req.if_version, reason, Some(req.snapshot)).await?,
+    ))
+}
+
+/// `POST /api/v1/machines/{id}/broken` `{ "reason": TEXT }`.
+pub(super) async fn broken(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MachineView>, ApiFailure> {
+    authenticate(&st, &headers)?;
+    let req: ReasonRequest = parse_json(body)?;
+    let reason = check_reason(Some(req.reason))?
+        .ok_or_else(|| ApiFailure::bad_request("reason_required", "a broken machine needs a reason"))?;
+    Ok(Json(
+        transition(&st, &id, Action::MarkBroken, req.if_version, Some(reason), None).await?,
+    ))
+}
+
+async fn simple(
+    st: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    body: Result<Bytes, BytesRejection>,
+    action: Action,
+) -> Result<Json<MachineView>, ApiFailure> {
+    authenticate(st, headers)?;
+    let req: ActionRequest = parse_json(body)?;
+    let reason = check_reason(req.reason)?;
+    Ok(Json(transition(st, id, action, req.if_version, reason, None).await?))
+}
+
+/// `POST /api/v1/machines/{id}/recycle`.
+pub(super) async fn recycle(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MachineView>, ApiFailure> {
+    simple(&st, &headers, &id, body, Action::Recycle).await
+}
+
+/// `POST /api/v1/machines/{id}/in-use`.
+pub(super) async fn in_use(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MachineView>, ApiFailure> {
+    simple(&st, &headers, &id, body, Action::MarkInUse).await
+}
+
+/// `POST /api/v1/machines/{id}/retire`.
+pub(super) async fn retire(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<MachineView>, ApiFailure> {
+    simple(&st, &headers, &id, body, Action::Retire).await
+}
+
