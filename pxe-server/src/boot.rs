@@ -9,7 +9,7 @@
 //! `{`, `}`, quotes, `#`, `&`, `|`, `;`, newlines or control characters) and bounds the length.
 //! MACs are re-rendered from their parsed form and tokens are hex, so neither can carry syntax.
 
-use pxe_api::{MachineState, Mac};
+use pxe_api::{Mac, MachineState};
 use serde::Serialize;
 
 /// Facts iPXE passes when it asks for its script.
@@ -214,8 +214,10 @@ pub fn render(
             let local = match req.platform {
                 Some(Platform::Efi) => "exit\n".to_owned(),
                 Some(Platform::Pcbios) => "sanboot --no-describe --drive 0x80 || exit\n".to_owned(),
-                None => "iseq ${platform} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n"
-                    .to_owned(),
+                None => {
+                    "iseq ${platform} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n"
+                        .to_owned()
+                }
             };
             format!(
                 "#!ipxe\n\
@@ -272,7 +274,9 @@ mod tests {
     fn decision_per_state() {
         assert_eq!(
             decide(None),
-            BootDecision::Agent { purpose: AgentPurpose::Discover }
+            BootDecision::Agent {
+                purpose: AgentPurpose::Discover
+            }
         );
         let want = [
             (MachineState::Available, "agent"),
@@ -295,7 +299,12 @@ mod tests {
     /// intended.
     #[test]
     fn golden_agent_script() {
-        let s = render(&decide(None), &req(Some(Platform::Pcbios)), Some(TOKEN), &cfg());
+        let s = render(
+            &decide(None),
+            &req(Some(Platform::Pcbios)),
+            Some(TOKEN),
+            &cfg(),
+        );
         let want = "#!ipxe
 # rackhand: 52:54:00:99:00:01 boots the agent (discover)
 echo rackhand: 52:54:00:99:00:01: booting the agent (discover)
@@ -313,7 +322,12 @@ reboot
 
     #[test]
     fn golden_local_disk_scripts() {
-        let bios = render(&BootDecision::LocalDisk, &req(Some(Platform::Pcbios)), None, &cfg());
+        let bios = render(
+            &BootDecision::LocalDisk,
+            &req(Some(Platform::Pcbios)),
+            None,
+            &cfg(),
+        );
         assert_eq!(
             bios,
             "#!ipxe
@@ -322,10 +336,21 @@ echo rackhand: 52:54:00:99:00:01: in use, booting from the local disk
 sanboot --no-describe --drive 0x80 || exit
 "
         );
-        let efi = render(&BootDecision::LocalDisk, &req(Some(Platform::Efi)), None, &cfg());
-        assert!(efi.ends_with("booting from the local disk\nexit\n"), "{efi}");
+        let efi = render(
+            &BootDecision::LocalDisk,
+            &req(Some(Platform::Efi)),
+            None,
+            &cfg(),
+        );
+        assert!(
+            efi.ends_with("booting from the local disk\nexit\n"),
+            "{efi}"
+        );
         let unknown = render(&BootDecision::LocalDisk, &req(None), None, &cfg());
-        assert!(unknown.contains("iseq ${platform} efi && exit ||\n"), "{unknown}");
+        assert!(
+            unknown.contains("iseq ${platform} efi && exit ||\n"),
+            "{unknown}"
+        );
         for s in [&bios, &efi, &unknown] {
             assert!(!s.contains("kernel") && !s.contains("rackhand.token"));
         }

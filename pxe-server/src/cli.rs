@@ -94,13 +94,23 @@ pub enum LogFormat {
 #[derive(Debug, Args, Clone)]
 pub struct ApiArgs {
     /// Appliance API base URL.
-    #[arg(long, env = "RACKHAND_API", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "RACKHAND_API",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub api: String,
     /// File holding the operator token [default: DATA_DIR/operator.token].
     #[arg(long, env = "RACKHAND_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// Data directory, to find the operator token.
-    #[arg(long, env = "RACKHAND_DATA_DIR", default_value = "rackhand-data", global = true)]
+    #[arg(
+        long,
+        env = "RACKHAND_DATA_DIR",
+        default_value = "rackhand-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 }
 

@@ -60,7 +60,12 @@ impl Client {
             .with_context(|| format!("reading the reply to {method} {url}"))?;
         if !status.is_success() {
             match serde_json::from_str::<ErrorBody>(&text) {
-                Ok(e) => bail!("{} ({}): {}", status.as_u16(), e.error.code, e.error.message),
+                Ok(e) => bail!(
+                    "{} ({}): {}",
+                    status.as_u16(),
+                    e.error.code,
+                    e.error.message
+                ),
                 Err(_) => bail!("{} from {url}: {}", status.as_u16(), text.trim()),
             }
         }
@@ -118,23 +123,41 @@ fn print_machine_table(ms: &[MachineView]) {
 fn print_machine(m: &MachineView) {
     println!("id:            {}", m.id);
     println!("state:         {} (version {})", m.state, m.version);
-    println!("identity:      {} ({})", m.identity_key.escape_debug(), m.identity_kind.as_str());
+    println!(
+        "identity:      {} ({})",
+        m.identity_key.escape_debug(),
+        m.identity_kind.as_str()
+    );
     if m.serial_untrusted {
-        println!("serial:        {:?} (placeholder, not trusted)", m.serial.as_deref().unwrap_or(""));
+        println!(
+            "serial:        {:?} (placeholder, not trusted)",
+            m.serial.as_deref().unwrap_or("")
+        );
     } else {
-        println!("serial:        {}", m.serial.as_deref().unwrap_or("-").escape_debug());
+        println!(
+            "serial:        {}",
+            m.serial.as_deref().unwrap_or("-").escape_debug()
+        );
     }
     println!("system uuid:   {}", m.system_uuid.as_deref().unwrap_or("-"));
     let macs: Vec<String> = m.macs.iter().map(ToString::to_string).collect();
     println!("macs:          {}", macs.join(", "));
     println!("snapshot:      {}", m.snapshot.as_deref().unwrap_or("-"));
-    println!("reason:        {}", m.reason.as_deref().unwrap_or("-").escape_debug());
+    println!(
+        "reason:        {}",
+        m.reason.as_deref().unwrap_or("-").escape_debug()
+    );
     if let Some(c) = &m.conflict_with {
         println!("conflicts with: {c}");
     }
     if let Some(h) = &m.hardware {
         for d in &h.disks {
-            println!("disk:          {} {} bytes {}", d.name, d.size_bytes, d.model.as_deref().unwrap_or(""));
+            println!(
+                "disk:          {} {} bytes {}",
+                d.name,
+                d.size_bytes,
+                d.model.as_deref().unwrap_or("")
+            );
         }
         if let Some(t) = h.memory.total_bytes {
             println!("memory:        {t} bytes");
@@ -173,7 +196,11 @@ pub fn run(cmd: MachineCommand) -> Result<()> {
         }
         MachineCommand::History { id, json, api } => {
             let c = Client::new(&api)?;
-            let text = c.call("GET", &format!("/api/v1/machines/{}/history", enc(&id)), None)?;
+            let text = c.call(
+                "GET",
+                &format!("/api/v1/machines/{}/history", enc(&id)),
+                None,
+            )?;
             let evs: Vec<EventView> = serde_json::from_str(&text).context("decoding history")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&evs)?);
@@ -185,11 +212,7 @@ pub fn run(cmd: MachineCommand) -> Result<()> {
                         (Some(f), _) => f.clone(),
                         _ => String::new(),
                     };
-                    let detail = e
-                        .detail
-                        .as_ref()
-                        .map(|d| d.to_string())
-                        .unwrap_or_default();
+                    let detail = e.detail.as_ref().map(|d| d.to_string()).unwrap_or_default();
                     println!(
                         "{}  {:<9} {:<10} {:<24} {} {}",
                         fmt_time(e.at_ms),

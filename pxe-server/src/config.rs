@@ -170,7 +170,10 @@ impl FileConfig {
             .strip_prefix("http://")
             .or_else(|| public_url.strip_prefix("https://"));
         match rest {
-            Some(r) if !r.is_empty() && r.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) => {}
+            Some(r)
+                if !r.is_empty()
+                    && r.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)) => {}
             _ => {
                 return Err(ConfigError::Invalid {
                     key: "public_url",
@@ -229,7 +232,9 @@ impl FileConfig {
         if let Some(i) = &self.interface
             && (i.is_empty()
                 || i.len() > 15
-                || !i.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+                || !i
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
         {
             return Err(ConfigError::Invalid {
                 key: "interface",
@@ -303,7 +308,11 @@ mod tests {
 
     #[test]
     fn flags_override_file() {
-        let file = FileConfig::parse("http = \"0.0.0.0:80\"\nkernel_args = \"quiet\"\n", Path::new("f")).unwrap();
+        let file = FileConfig::parse(
+            "http = \"0.0.0.0:80\"\nkernel_args = \"quiet\"\n",
+            Path::new("f"),
+        )
+        .unwrap();
         let flags = FileConfig {
             http: Some("127.0.0.1:9000".parse().unwrap()),
             ..FileConfig::default()
@@ -322,7 +331,10 @@ mod tests {
             ("kernel_args = \"quiet\\nshell\"", Some("kernel_args")),
             ("kernel_args = \"${evil}\"", Some("kernel_args")),
             ("kernel_args = \"rackhand.token=x\"", Some("kernel_args")),
-            ("dhcp_mode = \"full\"\ninterface = \"eth1\"", Some("dhcp_range")),
+            (
+                "dhcp_mode = \"full\"\ninterface = \"eth1\"",
+                Some("dhcp_range"),
+            ),
             ("dhcp_mode = \"proxy\"", Some("interface")),
             ("dhcp_range = \"10.0.0.9-10.0.0.1\"", Some("dhcp_range")),
             ("dhcp_range = \"10.0.0.1\"", Some("dhcp_range")),
@@ -331,7 +343,9 @@ mod tests {
             let r = FileConfig::parse(text, Path::new("f")).and_then(FileConfig::validate);
             match (r, key) {
                 (Err(ConfigError::Parse { .. }), None) => {}
-                (Err(ConfigError::Invalid { key: k, .. }), Some(want)) => assert_eq!(k, want, "{text}"),
+                (Err(ConfigError::Invalid { key: k, .. }), Some(want)) => {
+                    assert_eq!(k, want, "{text}")
+                }
                 (other, _) => panic!("{text}: unexpected {other:?}"),
             }
         }

@@ -65,7 +65,9 @@ pub fn is_placeholder_serial(serial: &str) -> bool {
         return true;
     }
     // All the same character ("0000000", "XXXXXX", "......"), ignoring separators.
-    let mut significant = lower.chars().filter(|c| !matches!(c, ' ' | '-' | '.' | '_'));
+    let mut significant = lower
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '_'));
     match significant.next() {
         None => true,
         Some(first) => significant.all(|c| c == first),
@@ -266,9 +268,16 @@ mod tests {
 
     #[test]
     fn identity_falls_back_serial_uuid_mac() {
-        let r = report(Some("ABC123"), Some("5e1ec7ed-0000-4000-8000-525400990001"), &[]);
+        let r = report(
+            Some("ABC123"),
+            Some("5e1ec7ed-0000-4000-8000-525400990001"),
+            &[],
+        );
         let id = identify(&r, None).unwrap();
-        assert_eq!((id.kind, id.key.as_str()), (IdentityKind::Serial, "serial:ABC123"));
+        assert_eq!(
+            (id.kind, id.key.as_str()),
+            (IdentityKind::Serial, "serial:ABC123")
+        );
         assert!(!id.serial_untrusted);
 
         let r = report(
@@ -281,15 +290,19 @@ mod tests {
         assert_eq!(id.key, "uuid:5e1ec7ed-0000-4000-8000-525400990001");
         assert!(id.serial_untrusted);
 
-        let r = report(Some("Default string"), Some("00000000-0000-0000-0000-000000000000"), &[
-            "52:54:00:00:00:02",
-            "52:54:00:00:00:01",
-        ]);
+        let r = report(
+            Some("Default string"),
+            Some("00000000-0000-0000-0000-000000000000"),
+            &["52:54:00:00:00:02", "52:54:00:00:00:01"],
+        );
         let boot: Mac = "52:54:00:00:00:02".parse().unwrap();
         let id = identify(&r, Some(boot)).unwrap();
         assert_eq!(id.key, "mac:52:54:00:00:00:02");
         let id = identify(&r, None).unwrap();
-        assert_eq!(id.key, "mac:52:54:00:00:00:01", "lowest MAC without a boot MAC");
+        assert_eq!(
+            id.key, "mac:52:54:00:00:00:01",
+            "lowest MAC without a boot MAC"
+        );
 
         let r = report(None, None, &[]);
         assert_eq!(identify(&r, None), Err(NoIdentity));
@@ -301,11 +314,22 @@ mod tests {
         let b: Mac = "52:54:00:00:00:02".parse().unwrap();
         let c: Mac = "52:54:00:00:00:03".parse().unwrap();
         let ab = [a, b];
-        let known_a = || Some(Known { id: "m-a", macs: &ab[..] });
+        let known_a = || {
+            Some(Known {
+                id: "m-a",
+                macs: &ab[..],
+            })
+        };
         assert_eq!(resolve(None, &[], &[a]), Resolution::Create);
-        assert_eq!(resolve(known_a(), &["m-a"], &[a, b]), Resolution::Update("m-a".into()));
+        assert_eq!(
+            resolve(known_a(), &["m-a"], &[a, b]),
+            Resolution::Update("m-a".into())
+        );
         // One NIC replaced: still the same machine.
-        assert_eq!(resolve(known_a(), &["m-a"], &[a, c]), Resolution::Update("m-a".into()));
+        assert_eq!(
+            resolve(known_a(), &["m-a"], &[a, c]),
+            Resolution::Update("m-a".into())
+        );
         // Same serial, entirely different MACs: conflict.
         assert_eq!(
             resolve(known_a(), &[], &[c]),

@@ -209,7 +209,11 @@ mod tests {
             (S::Retired, A::MarkInUse, no("machine_retired")),
             (S::Retired, A::Retire, no("machine_retired")),
         ];
-        assert_eq!(table.len(), S::ALL.len() * A::ALL.len(), "table covers every pair");
+        assert_eq!(
+            table.len(),
+            S::ALL.len() * A::ALL.len(),
+            "table covers every pair"
+        );
         for s in S::ALL {
             for a in A::ALL {
                 let want = table

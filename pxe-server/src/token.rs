@@ -26,7 +26,9 @@ pub fn hash(token: &str) -> String {
 
 /// True if `s` has the shape of a token (64 lowercase hex digits).
 pub fn is_well_formed(s: &str) -> bool {
-    s.len() == TOKEN_HEX_LEN && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == TOKEN_HEX_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Extracts a well-formed token from an `Authorization` header value.

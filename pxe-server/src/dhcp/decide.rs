@@ -230,11 +230,12 @@ fn relayed(req: &RequestView) -> bool {
     !req.giaddr.is_unspecified()
 }
 
-/// RFC 2131 §4.1 routing for non-NAK replies.
+/// RFC 2131 §4.1 routing for non-NAK replies: relay → giaddr:67; ciaddr set → ciaddr:68
+/// (even with the BROADCAST flag); otherwise broadcast.
 fn destination(req: &RequestView) -> Destination {
     if relayed(req) {
         Destination::Unicast(SocketAddrV4::new(req.giaddr, SERVER_PORT))
-    } else if !req.ciaddr.is_unspecified() && !req.broadcast {
+    } else if !req.ciaddr.is_unspecified() {
         Destination::Unicast(SocketAddrV4::new(req.ciaddr, CLIENT_PORT))
     } else {
         Destination::Broadcast

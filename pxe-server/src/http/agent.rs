@@ -111,14 +111,24 @@ fn sanitize(mut r: HardwareReport) -> HardwareReport {
     r.disks.truncate(MAX_ITEMS);
     for dk in &mut r.disks {
         dk.name.truncate(64);
-        for f in [&mut dk.model, &mut dk.serial, &mut dk.wwn, &mut dk.transport] {
+        for f in [
+            &mut dk.model,
+            &mut dk.serial,
+            &mut dk.wwn,
+            &mut dk.transport,
+        ] {
             cut(f);
         }
     }
     cut(&mut r.cpu.model);
     r.memory.dimms.truncate(MAX_ITEMS);
     for dm in &mut r.memory.dimms {
-        for f in [&mut dm.locator, &mut dm.kind, &mut dm.manufacturer, &mut dm.serial] {
+        for f in [
+            &mut dm.locator,
+            &mut dm.kind,
+            &mut dm.manufacturer,
+            &mut dm.serial,
+        ] {
             cut(f);
         }
     }
@@ -255,7 +265,11 @@ pub(super) async fn register(
                         "serial_untrusted": ident.serial_untrusted,
                     })),
                 };
-                match st.store.insert_machine(&m, Some(&tok.token_hash), &event).await {
+                match st
+                    .store
+                    .insert_machine(&m, Some(&tok.token_hash), &event)
+                    .await
+                {
                     Ok(()) => {}
                     Err(StoreError::Duplicate) => continue,
                     Err(e) => return Err(e.into()),
@@ -267,7 +281,11 @@ pub(super) async fn register(
             }
         };
         tracing::info!(machine = %id, identity = %ident.key, %state, created, "registered");
-        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
         return Ok((
             status,
             Json(RegisterResponse {
@@ -334,7 +352,10 @@ pub(super) async fn progress(
     let m = require_bound(m)?;
     let p: ProgressReport = parse_json(body)?;
     if p.order.len() > 64 || p.stage.len() > 64 || p.percent.is_some_and(|x| x > 100) {
-        return Err(ApiFailure::bad_request("invalid_body", "order/stage too long or percent > 100"));
+        return Err(ApiFailure::bad_request(
+            "invalid_body",
+            "order/stage too long or percent > 100",
+        ));
     }
     let message = bounded(p.message, "message")?;
     st.store
@@ -364,7 +385,10 @@ pub(super) async fn result(
     let m = require_bound(m)?;
     let r: ResultReport = parse_json(body)?;
     if r.order.len() > 64 || r.code.as_ref().is_some_and(|c| c.len() > 64) {
-        return Err(ApiFailure::bad_request("invalid_body", "order or code too long"));
+        return Err(ApiFailure::bad_request(
+            "invalid_body",
+            "order or code too long",
+        ));
     }
     let message = bounded(r.message, "message")?;
     let now = (st.clock)();

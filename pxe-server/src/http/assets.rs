@@ -37,7 +37,10 @@ pub(crate) fn check_relative(path: &str) -> Result<(), &'static str> {
         if p.is_empty() || p.len() > 255 || p.starts_with('.') {
             return Err("empty, hidden or overlong component");
         }
-        if !p.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c)) {
+        if !p
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c))
+        {
             return Err("forbidden character");
         }
     }
@@ -50,7 +53,10 @@ pub(crate) fn resolve(root: &FsPath, rel: &str) -> Result<PathBuf, ApiFailure> {
     let not_found = || ApiFailure::not_found("not_found", "no such asset");
     let full = root.join(rel).canonicalize().map_err(|_| not_found())?;
     if !full.starts_with(root) {
-        tracing::warn!(path = rel, "asset path resolves outside the assets directory");
+        tracing::warn!(
+            path = rel,
+            "asset path resolves outside the assets directory"
+        );
         return Err(not_found());
     }
     Ok(full)
@@ -101,7 +107,9 @@ pub(super) async fn serve(
     if !meta.is_file() {
         return Err(not_found());
     }
-    let mut file = tokio::fs::File::open(&full).await.map_err(|_| not_found())?;
+    let mut file = tokio::fs::File::open(&full)
+        .await
+        .map_err(|_| not_found())?;
     let opened = file.metadata().await.map_err(|_| not_found())?;
     if opened.dev() != meta.dev() || opened.ino() != meta.ino() {
         return Err(not_found());
@@ -161,7 +169,14 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=50-1000"), 100), Ok(Some((50, 99))));
         assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Ok(None));
         assert_eq!(parse_range(Some("items=0-1"), 100), Ok(None));
-        for bad in ["bytes=100-", "bytes=9-1", "bytes=-0", "bytes=a-b", "bytes=5", "bytes=--1"] {
+        for bad in [
+            "bytes=100-",
+            "bytes=9-1",
+            "bytes=-0",
+            "bytes=a-b",
+            "bytes=5",
+            "bytes=--1",
+        ] {
             assert_eq!(parse_range(Some(bad), 100), Err(()), "{bad}");
         }
     }
@@ -171,7 +186,18 @@ mod tests {
         for ok in ["vmlinuz", "snapshots/debian-12/manifest.json", "ipxe.efi"] {
             assert_eq!(check_relative(ok), Ok(()), "{ok}");
         }
-        for bad in ["", "../x", "a/../../x", "/etc/passwd", ".hidden", "a//b", "a\\b", "a\0b", "a b", "%2e%2e"] {
+        for bad in [
+            "",
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            ".hidden",
+            "a//b",
+            "a\\b",
+            "a\0b",
+            "a b",
+            "%2e%2e",
+        ] {
             assert!(check_relative(bad).is_err(), "{bad:?}");
         }
     }

@@ -29,7 +29,10 @@ fn parse_query(raw: Option<&str>) -> Result<BootQuery, ApiFailure> {
     let mut q = BootQuery::default();
     let Some(raw) = raw else { return Ok(q) };
     if raw.len() > 4096 {
-        return Err(ApiFailure::bad_request("invalid_parameter", "query string too long"));
+        return Err(ApiFailure::bad_request(
+            "invalid_parameter",
+            "query string too long",
+        ));
     }
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -46,10 +49,16 @@ fn parse_query(raw: Option<&str>) -> Result<BootQuery, ApiFailure> {
         match k {
             "mac" => {
                 let mac: Mac = v.parse().map_err(|_| {
-                    ApiFailure::bad_request("invalid_mac", format!("mac={v:?} is not a MAC address"))
+                    ApiFailure::bad_request(
+                        "invalid_mac",
+                        format!("mac={v:?} is not a MAC address"),
+                    )
                 })?;
                 if mac.is_unusable() {
-                    return Err(ApiFailure::bad_request("invalid_mac", "mac is all-zero or broadcast"));
+                    return Err(ApiFailure::bad_request(
+                        "invalid_mac",
+                        "mac is all-zero or broadcast",
+                    ));
                 }
                 q.mac = Some(mac);
             }
@@ -133,7 +142,12 @@ pub(super) async fn script(
         None
     };
     tracing::info!(%mac, decision = ?decision, "boot script");
-    Ok(ipxe(boot::render(&decision, &req, tok.as_deref(), &st.script)))
+    Ok(ipxe(boot::render(
+        &decision,
+        &req,
+        tok.as_deref(),
+        &st.script,
+    )))
 }
 
 fn ipxe(body: String) -> Response {
@@ -153,7 +167,10 @@ mod tests {
 
     #[test]
     fn query_parsing() {
-        let q = parse_query(Some("mac=52-54-00-99-00-01&platform=efi&buildarch=x86_64&serial=To%20be%20filled&asset=x")).unwrap();
+        let q = parse_query(Some(
+            "mac=52-54-00-99-00-01&platform=efi&buildarch=x86_64&serial=To%20be%20filled&asset=x",
+        ))
+        .unwrap();
         assert_eq!(q.mac.unwrap().to_string(), "52:54:00:99:00:01");
         assert_eq!(q.platform, Some(Platform::Efi));
         assert_eq!(q.serial.as_deref(), Some("To be filled"));

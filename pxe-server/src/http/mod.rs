@@ -125,7 +125,11 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ApiFailure> {
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiFailure::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body too large")
+            ApiFailure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body too large",
+            )
         } else {
             ApiFailure::bad_request("invalid_body", "could not read the request body")
         }
@@ -170,9 +174,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(operator)
         .merge(agent_small)
         .merge(agent_register)
-        .fallback(|| async {
-            ApiFailure::not_found("not_found", "no such route")
-        })
+        .fallback(|| async { ApiFailure::not_found("not_found", "no such route") })
         .with_state(state)
 }
 

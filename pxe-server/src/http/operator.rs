@@ -22,7 +22,9 @@ const MAX_REASON: usize = 1024;
 fn authenticate(st: &AppState, headers: &HeaderMap) -> Result<(), ApiFailure> {
     match token::from_bearer(authorization(headers)) {
         Some(t) if token::same(t, &st.operator_token) => Ok(()),
-        _ => Err(ApiFailure::unauthorized("missing or invalid operator token")),
+        _ => Err(ApiFailure::unauthorized(
+            "missing or invalid operator token",
+        )),
     }
 }
 
@@ -31,7 +33,8 @@ pub(crate) fn valid_snapshot_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && !s.starts_with('.')
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 fn check_reason(r: Option<String>) -> Result<Option<String>, ApiFailure> {
@@ -47,12 +50,14 @@ fn check_reason(r: Option<String>) -> Result<Option<String>, ApiFailure> {
 
 async fn find(st: &AppState, reference: &str) -> Result<MachineView, ApiFailure> {
     if reference.len() > 256 {
-        return Err(ApiFailure::bad_request("invalid_parameter", "machine reference too long"));
+        return Err(ApiFailure::bad_request(
+            "invalid_parameter",
+            "machine reference too long",
+        ));
     }
-    st.store
-        .find_machine(reference)
-        .await?
-        .ok_or_else(|| ApiFailure::not_found("machine_not_found", format!("no machine {reference:?}")))
+    st.store.find_machine(reference).await?.ok_or_else(|| {
+        ApiFailure::not_found("machine_not_found", format!("no machine {reference:?}"))
+    })
 }
 
 /// Applies `action` with optimistic concurrency: re-reads and re-checks on a lost race, unless
@@ -99,7 +104,11 @@ async fn transition(
             detail: Some(serde_json::json!({ "action": action.as_str(), "snapshot": snapshot })),
             ..NewEvent::default()
         };
-        if st.store.apply_transition(&m.id, m.version, to, &changes, &event).await? {
+        if st
+            .store
+            .apply_transition(&m.id, m.version, to, &changes, &event)
+            .await?
+        {
             tracing::info!(machine = %m.id, from = %m.state, %to, action = action.as_str(), "transition");
             return st
                 .store
@@ -108,10 +117,16 @@ async fn transition(
                 .ok_or_else(|| ApiFailure::not_found("machine_not_found", "machine vanished"));
         }
         if if_version.is_some() {
-            return Err(ApiFailure::conflict("version_conflict", "the machine changed meanwhile"));
+            return Err(ApiFailure::conflict(
+                "version_conflict",
+                "the machine changed meanwhile",
+            ));
         }
     }
-    Err(ApiFailure::conflict("version_conflict", "too much contention on this machine; retry"))
+    Err(ApiFailure::conflict(
+        "version_conflict",
+        "too much contention on this machine; retry",
+    ))
 }
 
 /// `GET /api/v1/machines?state=S`.
@@ -122,7 +137,12 @@ pub(super) async fn list(
 ) -> Result<Json<Vec<MachineView>>, ApiFailure> {
     authenticate(&st, &headers)?;
     let mut state = None;
-    for pair in raw.as_deref().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         match pair.split_once('=') {
             Some(("state", v)) => {
                 state = Some(v.parse::<MachineState>().map_err(|_| {
@@ -184,7 +204,15 @@ pub(super) async fn install(
     }
     let reason = Some(format!("install {}", req.snapshot));
     Ok(Json(
-        transition(&st, &id, Action::Install, req.if_version, reason, Some(req.snapshot)).await?,
+        transition(
+            &st,
+            &id,
+            Action::Install,
+            req.if_version,
+            reason,
+            Some(req.snapshot),
+        )
+        .await?,
     ))
 }
 
@@ -197,10 +225,19 @@ pub(super) async fn broken(
 ) -> Result<Json<MachineView>, ApiFailure> {
     authenticate(&st, &headers)?;
     let req: ReasonRequest = parse_json(body)?;
-    let reason = check_reason(Some(req.reason))?
-        .ok_or_else(|| ApiFailure::bad_request("reason_required", "a broken machine needs a reason"))?;
+    let reason = check_reason(Some(req.reason))?.ok_or_else(|| {
+        ApiFailure::bad_request("reason_required", "a broken machine needs a reason")
+    })?;
     Ok(Json(
-        transition(&st, &id, Action::MarkBroken, req.if_version, Some(reason), None).await?,
+        transition(
+            &st,
+            &id,
+            Action::MarkBroken,
+            req.if_version,
+            Some(reason),
+            None,
+        )
+        .await?,
     ))
 }
 
@@ -214,7 +251,9 @@ async fn simple(
     authenticate(st, headers)?;
     let req: ActionRequest = parse_json(body)?;
     let reason = check_reason(req.reason)?;
-    Ok(Json(transition(st, id, action, req.if_version, reason, None).await?))
+    Ok(Json(
+        transition(st, id, action, req.if_version, reason, None).await?,
+    ))
 }
 
 /// `POST /api/v1/machines/{id}/recycle`.
@@ -246,4 +285,3 @@ pub(super) async fn retire(
 ) -> Result<Json<MachineView>, ApiFailure> {
     simple(&st, &headers, &id, body, Action::Retire).await
 }
-

@@ -16,7 +16,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use pxe_api::machine::EventView;
-use pxe_api::{HardwareReport, IdentityKind, MachineState, MachineView, Mac};
+use pxe_api::{HardwareReport, IdentityKind, Mac, MachineState, MachineView};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
@@ -201,10 +201,12 @@ impl Store {
     pub async fn list_machines(&self, state: Option<MachineState>) -> Result<Vec<MachineView>> {
         let rows = match state {
             Some(s) => {
-                sqlx::query(&format!("{SELECT_MACHINE} WHERE state = $1 ORDER BY created_at_ms, id"))
-                    .bind(s.as_str())
-                    .fetch_all(&self.pool)
-                    .await
+                sqlx::query(&format!(
+                    "{SELECT_MACHINE} WHERE state = $1 ORDER BY created_at_ms, id"
+                ))
+                .bind(s.as_str())
+                .fetch_all(&self.pool)
+                .await
             }
             None => {
                 sqlx::query(&format!("{SELECT_MACHINE} ORDER BY created_at_ms, id"))
@@ -619,7 +621,10 @@ impl Store {
                 for i in 0..r.len() {
                     let v: Option<String> = r
                         .try_get::<Option<String>, _>(i)
-                        .or_else(|_| r.try_get::<Option<i64>, _>(i).map(|o| o.map(|n| n.to_string())))
+                        .or_else(|_| {
+                            r.try_get::<Option<i64>, _>(i)
+                                .map(|o| o.map(|n| n.to_string()))
+                        })
                         .map_err(q("content_digest"))?;
                     h.update(format!("{v:?}|").as_bytes());
                 }
@@ -701,7 +706,11 @@ fn machine_from_row(r: &AnyRow) -> Result<MachineView> {
             "serial" => IdentityKind::Serial,
             "uuid" => IdentityKind::Uuid,
             "mac" => IdentityKind::Mac,
-            _ => return Err(corrupt(format!("machine {id}: unknown identity kind {kind:?}"))),
+            _ => {
+                return Err(corrupt(format!(
+                    "machine {id}: unknown identity kind {kind:?}"
+                )));
+            }
         },
         macs: serde_json::from_str(&macs)
             .map_err(|e| corrupt(format!("machine {id}: macs: {e}")))?,
