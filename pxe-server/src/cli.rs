@@ -9,7 +9,12 @@ use crate::config::{DhcpMode, FileConfig};
 
 /// rackhand appliance: netboot, inventory and lifecycle for a datacenter.
 #[derive(Debug, Parser)]
-#[command(name = "pxe-server", version, about)]
+#[command(
+    name = "pxe-server",
+    version,
+    about = "rackhand appliance: netboot, inventory and machine lifecycle",
+    term_width = 80
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -85,6 +85,15 @@ impl Drop for Server {
     }
 }
 
+/// Polls `cond` every 10 ms for up to 10 s.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn have(bin: &str) -> bool {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
@@ -183,7 +192,10 @@ fn atftp_blksize_and_windowsize_matrix() {
         &exact,
         "atftp exact multiple",
     );
-    assert_eq!(srv.stats.sessions_completed.load(Ordering::Relaxed), 10);
+    // The client may exit before the server has processed its last ACK: wait for it.
+    wait_for("10 completed sessions", || {
+        srv.stats.sessions_completed.load(Ordering::Relaxed) == 10
+    });
     srv.stop();
 }
 
@@ -456,9 +468,15 @@ fn wrong_tid_gets_error_5_and_transfer_continues() {
         assert_eq!(from, tid);
         assert_eq!(parse_error(&buf[..n]).map(|e| e.0), Some(5));
     }
+    // A burst of strays: ERROR 5 replies are limited to 20 per second per session.
+    for _ in 0..200 {
+        stray.send_to(&ack(7), tid).unwrap();
+    }
+    let replies = count_arrivals(&stray, Duration::from_millis(500));
+    assert!(replies <= 40, "{replies} ERROR 5 replies to a burst of 200");
     let got = transfer.join().unwrap().unwrap();
     assert_same(&got.data, &want, "transfer beside a stray TID");
-    assert_eq!(srv.stats.rejected("stray_tid"), 3);
+    assert!(srv.stats.rejected("stray_tid") >= 3);
     srv.stop();
 }
 

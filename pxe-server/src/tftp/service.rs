@@ -13,7 +13,8 @@
 //! - otherwise a session task is spawned.
 //!
 //! Each session binds its own UDP socket on the listener's IP with an ephemeral port, its
-//! transfer ID (RFC 1350 §4). Bind the listener to the provisioning address rather than
+//! transfer ID (RFC 1350 §4). Packets from other transfer IDs get ERROR 5, at most
+//! [`STRAY_REPLIES_PER_SEC`] per session per second. Bind the listener to the provisioning address rather than
 //! `0.0.0.0`, so replies leave from the address the client talked to. The session task drives
 //! the pure [`Session`] with tokio time and sends ERROR 5 to packets from any other transfer ID.
 //!
@@ -87,6 +88,33 @@ const LISTEN_BUF: usize = 2048;
 /// Receive buffer for sessions: ACKs are 4 bytes and ERROR messages are short; a longer
 /// datagram is truncated, which the lenient ERROR parse tolerates.
 const SESSION_BUF: usize = 1024;
+
+/// ERROR 5 replies a session sends per second at most. RFC 1350 asks for one per stray
+/// packet; a flood of forged packets at a session port would otherwise make the session spend
+/// its time answering them (and reflect them), while its peer's ACKs queue behind. Packets
+/// over the budget are still counted as `stray_tid`.
+const STRAY_REPLIES_PER_SEC: u32 = 20;
+
+/// A fixed one-second window counting ERROR 5 replies.
+#[derive(Debug, Default)]
+struct ReplyBudget {
+    window_start: Option<tokio::time::Instant>,
+    used: u32,
+}
+
+impl ReplyBudget {
+    fn allow(&mut self, now: tokio::time::Instant) -> bool {
+        match self.window_start {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {}
+            _ => {
+                self.window_start = Some(now);
+                self.used = 0;
+            }
+        }
+        self.used += 1;
+        self.used <= STRAY_REPLIES_PER_SEC
+    }
+}
 
 /// Active sessions, for the caps and duplicate-RRQ detection.
 #[derive(Debug, Default)]
@@ -386,6 +414,7 @@ async fn drive(
     let peer = session.peer();
     let mut out = Vec::with_capacity(usize::from(session.blksize()) + 4);
     let mut rbuf = vec![0u8; SESSION_BUF];
+    let mut stray_replies = ReplyBudget::default();
     let end = loop {
         if let Err(reason) = flush(session, socket, &mut reader, &mut out, stats).await {
             reply_error(socket, peer, ErrorCode::NotDefined, "read error").await;
@@ -405,7 +434,9 @@ async fn drive(
                             if stats.reject("stray_tid") {
                                 warn!(stray = %from, "TFTP packet from an unknown transfer ID (rate-limited log)");
                             }
-                            reply_error(socket, from, ErrorCode::UnknownTid, "unknown transfer ID").await;
+                            if stray_replies.allow(tokio::time::Instant::now()) {
+                                reply_error(socket, from, ErrorCode::UnknownTid, "unknown transfer ID").await;
+                            }
                         }
                         Handled::Ignored(reason) => {
                             if stats.reject(reason) {

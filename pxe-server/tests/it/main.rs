@@ -5,5 +5,7 @@ mod api_matrix;
 mod common;
 mod concurrency;
 mod crash;
+mod docs;
 mod injection;
 mod paths;
+mod registration;
