@@ -56,6 +56,9 @@ impl Client {
         let status = resp.status();
         let text = resp
             .body_mut()
+            .with_config()
+            // A large fleet's machine list is tens of MiB.
+            .limit(512 << 20)
             .read_to_string()
             .with_context(|| format!("reading the reply to {method} {url}"))?;
         if !status.is_success() {

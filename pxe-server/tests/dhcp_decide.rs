@@ -81,7 +81,7 @@ fn apply(table: &mut LeaseTable, d: &Decision, known: bool) {
     }
 }
 
-fn opt<'a>(d: &'a Decision, code: u8) -> Option<&'a [u8]> {
+fn opt(d: &Decision, code: u8) -> Option<&[u8]> {
     d.reply().and_then(|r| r.option(code))
 }
 

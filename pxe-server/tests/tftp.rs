@@ -784,11 +784,13 @@ fn malformed_storm_does_not_disturb_a_transfer() {
         }
     }
     let storm_secs = started.elapsed().as_secs_f64();
+    let overlapped = !transfer.is_finished();
     let got = transfer.join().unwrap().unwrap();
     assert_same(&got.data, &data, "transfer during the storm");
     let rejected = srv.stats.rejected_total();
     eprintln!(
-        "storm: {sent} packets in {storm_secs:.1} s; server counted {rejected} rejections: {:?}",
+        "storm: {sent} packets in {storm_secs:.1} s (transfer still running at its end: \
+         {overlapped}); server counted {rejected} rejections: {:?}",
         srv.stats.rejected_snapshot()
     );
     assert!(
@@ -814,4 +816,57 @@ fn shutdown_ends_active_sessions() {
     let stats = Arc::clone(&srv.stats);
     srv.stop(); // asserts serve returns within 10 s despite the 30 s timeout
     assert_eq!(stats.sessions_cancelled.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn retransmitted_rrq_and_invalid_options() {
+    let data = pattern(3000, 13);
+    let (_dir, root) = root_with(&[("f", &data)]);
+    let srv = Server::start(&root, |_| {});
+    // The same RRQ twice from one transfer ID: one session, one DATA 1 (no amplification).
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rrq = request(1, b"f", "octet", &[]);
+    sock.send_to(&rrq, srv.addr).unwrap();
+    sock.send_to(&rrq, srv.addr).unwrap();
+    assert_eq!(count_arrivals(&sock, Duration::from_millis(500)), 1);
+    wait_for("duplicate counted", || {
+        srv.stats.rejected("duplicate_request") == 1
+    });
+    // Only invalid options (RFC 2348/2349/7440 ranges), unknown and duplicate ones: no OACK,
+    // the transfer starts with DATA 1 at 512 bytes.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let bad = request(
+        1,
+        b"f",
+        "OCTET",
+        &[
+            ("blksize", "7".into()),
+            ("timeout", "256".into()),
+            ("windowsize", "0".into()),
+            ("multicast", "".into()),
+            ("timeout", "0".into()),
+        ],
+    );
+    sock.send_to(&bad, srv.addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        &buf[..4],
+        b"\x00\x03\x00\x01",
+        "expected DATA 1, got {:?}",
+        &buf[..n]
+    );
+    assert_eq!(n, 4 + 512);
+    assert_eq!(&buf[4..n], &data[..512]);
+    for reason in [
+        "blksize_out_of_range",
+        "timeout_out_of_range",
+        "windowsize_out_of_range",
+        "option_unknown",
+        "option_duplicate",
+    ] {
+        assert_eq!(srv.stats.rejected(reason), 1, "{reason}");
+    }
+    srv.stop();
 }

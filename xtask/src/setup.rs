@@ -11,7 +11,16 @@ use anyhow::Result;
 use crate::util;
 
 /// Debian packages the build and the tests need.
-pub(crate) const APT_PACKAGES: &[&str] = &["musl-tools", "iproute2"];
+pub(crate) const APT_PACKAGES: &[&str] = &[
+    "musl-tools",
+    "iproute2",
+    "kmod",
+    "ipxe",
+    "cpio",
+    "atftp",
+    "tftp-hpa",
+    "curl",
+];
 
 pub(crate) fn run() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
@@ -35,7 +44,10 @@ pub(crate) fn run() -> Result<()> {
     }
     let targets = util::output(Command::new("rustup").args(["target", "list", "--installed"]))
         .unwrap_or_default();
-    if !targets.lines().any(|l| l.trim() == "x86_64-unknown-linux-musl") {
+    if !targets
+        .lines()
+        .any(|l| l.trim() == "x86_64-unknown-linux-musl")
+    {
         util::run(Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]))?;
     }
     Ok(())

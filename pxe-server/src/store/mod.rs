@@ -11,6 +11,8 @@
 //! Concurrency is optimistic: state-changing updates carry `WHERE version = $expected`, and a
 //! caller that loses the race sees `Ok(false)` and re-reads.
 
+mod leases;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -197,19 +199,20 @@ impl Store {
 
     // ---------------------------------------------------------------- machines
 
-    /// All machines, optionally only those in `state`, oldest first.
+    /// All machines, optionally only those in `state`, oldest first, without their hardware
+    /// reports (a summary: the list of a large fleet stays small; `machine` has the details).
     pub async fn list_machines(&self, state: Option<MachineState>) -> Result<Vec<MachineView>> {
         let rows = match state {
             Some(s) => {
                 sqlx::query(&format!(
-                    "{SELECT_MACHINE} WHERE state = $1 ORDER BY created_at_ms, id"
+                    "{SELECT_SUMMARY} WHERE state = $1 ORDER BY created_at_ms, id"
                 ))
                 .bind(s.as_str())
                 .fetch_all(&self.pool)
                 .await
             }
             None => {
-                sqlx::query(&format!("{SELECT_MACHINE} ORDER BY created_at_ms, id"))
+                sqlx::query(&format!("{SELECT_SUMMARY} ORDER BY created_at_ms, id"))
                     .fetch_all(&self.pool)
                     .await
             }
@@ -638,6 +641,11 @@ impl Store {
 const SELECT_MACHINE: &str = "SELECT id, identity_key, identity_kind, serial, system_uuid, \
     serial_untrusted, state, version, macs, hostname, role, snapshot, reason, conflict_with, \
     hardware, created_at_ms, updated_at_ms FROM machines";
+
+/// Like [`SELECT_MACHINE`] without the hardware report.
+const SELECT_SUMMARY: &str = "SELECT id, identity_key, identity_kind, serial, system_uuid, \
+    serial_untrusted, state, version, macs, hostname, role, snapshot, reason, conflict_with, \
+    NULL AS hardware, created_at_ms, updated_at_ms FROM machines";
 
 fn macs_json(macs: &[Mac]) -> String {
     serde_json::to_string(macs).unwrap_or_else(|_| "[]".into())

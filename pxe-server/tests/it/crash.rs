@@ -106,7 +106,7 @@ fn acknowledged_writes_survive_sigkill() {
                     && Instant::now() < deadline
                 {
                     i += 1;
-                    if mine.is_empty() || i % 3 == 0 {
+                    if mine.is_empty() || i.is_multiple_of(3) {
                         let mac = format!("52:54:{w:02x}:00:{:02x}:{:02x}", i / 256, i % 256);
                         let Ok(mut r) = a.get(&format!("{base}/boot.ipxe?mac={mac}")).call() else {
                             break;

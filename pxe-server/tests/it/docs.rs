@@ -27,11 +27,17 @@ fn openapi_is_served_and_lists_every_route() {
         ("post", "/api/v1/agent/progress"),
         ("post", "/api/v1/agent/result"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} undocumented");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} undocumented"
+        );
         // And the route exists: an unauthenticated call is never the router's 404.
         let real = path.replace("{id}", "x").replace("{path}", "vmlinuz");
         let (st, resp) = s.request(&method.to_uppercase(), &real, None, Some("{}"));
-        assert!(!resp.contains("\"not_found\""), "{method} {path} is not routed: {st}");
+        assert!(
+            !resp.contains("\"not_found\""),
+            "{method} {path} is not routed: {st}"
+        );
     }
 }
 
@@ -44,7 +50,10 @@ fn help_fits_80_columns() {
         &["machine", "list", "--help"],
         &["machine", "install", "--help"],
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pxe-server")).args(args).output().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+            .args(args)
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);
         for line in text.lines() {

@@ -11,8 +11,14 @@ fn placeholder_serial_registers_under_uuid_and_is_flagged() {
     let (st, r, _) = s.boot_and_register("To be filled by O.E.M.", &["52:54:00:ee:00:01"]);
     assert_eq!(st, 201, "{r}");
     assert_eq!(r["identity_kind"], "uuid");
-    assert_eq!(r["identity_key"], "uuid:5e1ec7ed-0000-4000-8000-525400ee0001");
-    let (_, m) = s.op_get(&format!("/api/v1/machines/{}", r["machine_id"].as_str().unwrap()));
+    assert_eq!(
+        r["identity_key"],
+        "uuid:5e1ec7ed-0000-4000-8000-525400ee0001"
+    );
+    let (_, m) = s.op_get(&format!(
+        "/api/v1/machines/{}",
+        r["machine_id"].as_str().unwrap()
+    ));
     let m: Value = serde_json::from_str(&m).unwrap();
     assert_eq!(m["serial_untrusted"], true);
     assert_eq!(m["state"], "available");
@@ -29,13 +35,17 @@ fn placeholder_serial_registers_under_uuid_and_is_flagged() {
 #[test]
 fn same_serial_different_macs_is_a_conflict_not_a_merge() {
     let s = Server::start();
-    let (st, first, _) = s.boot_and_register("DUP-SERIAL", &["52:54:00:ef:00:01", "52:54:00:ef:00:02"]);
+    let (st, first, _) =
+        s.boot_and_register("DUP-SERIAL", &["52:54:00:ef:00:01", "52:54:00:ef:00:02"]);
     assert_eq!(st, 201);
     let first_id = first["machine_id"].as_str().unwrap().to_owned();
     let (st, second, _) = s.boot_and_register("DUP-SERIAL", &["52:54:00:ef:01:01"]);
     assert_eq!(st, 201, "{second}");
     assert_eq!(second["state"], "conflict");
-    let (_, m) = s.op_get(&format!("/api/v1/machines/{}", second["machine_id"].as_str().unwrap()));
+    let (_, m) = s.op_get(&format!(
+        "/api/v1/machines/{}",
+        second["machine_id"].as_str().unwrap()
+    ));
     let m: Value = serde_json::from_str(&m).unwrap();
     assert_eq!(m["conflict_with"], first_id.as_str());
     // The first machine is untouched: its MACs are its own.
@@ -64,7 +74,10 @@ fn re_registration_refreshes_facts_and_keeps_state() {
     let (st, r2) = s.agent_post(&tok.unwrap(), "/api/v1/agent/register", &body);
     assert_eq!(st, 200, "{r2}");
     let r2: Value = serde_json::from_str(&r2).unwrap();
-    assert_eq!((r2["machine_id"].as_str(), r2["created"].as_bool()), (Some(id), Some(false)));
+    assert_eq!(
+        (r2["machine_id"].as_str(), r2["created"].as_bool()),
+        (Some(id), Some(false))
+    );
     let (_, m) = s.op_get(&format!("/api/v1/machines/{id}"));
     let m: Value = serde_json::from_str(&m).unwrap();
     assert_eq!(m["macs"], json!(["52:54:00:f0:00:01", "52:54:00:f0:00:02"]));
@@ -79,7 +92,10 @@ fn history_shows_boot_decisions_and_transitions() {
     let s = Server::start();
     let (_, r, _) = s.boot_and_register("HIST-1", &["52:54:00:f1:00:01"]);
     let id = r["machine_id"].as_str().unwrap();
-    assert_eq!(s.op_post(&format!("/api/v1/machines/{id}/in-use"), "{}").0, 200);
+    assert_eq!(
+        s.op_post(&format!("/api/v1/machines/{id}/in-use"), "{}").0,
+        200
+    );
     s.boot("52:54:00:f1:00:01");
     let (_, h) = s.op_get(&format!("/api/v1/machines/{id}/history"));
     let h: Vec<Value> = serde_json::from_str(&h).unwrap();
@@ -107,24 +123,41 @@ fn cli_lists_machines_as_json() {
             .arg(&data)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, out, err) = run(&["list", "--json"]);
     assert!(ok, "{err}");
     let list: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(list.len(), 2);
     for m in &list {
-        for key in ["serial", "identity_key", "state", "macs", "hostname", "role"] {
+        for key in [
+            "serial",
+            "identity_key",
+            "state",
+            "macs",
+            "hostname",
+            "role",
+        ] {
             assert!(m.get(key).is_some(), "missing {key} in {m}");
         }
     }
     assert_eq!(list[1]["state"], "conflict");
     let (ok, out, _) = run(&["list", "--state", "conflict"]);
-    assert!(ok && out.lines().count() == 2 && out.contains("conflict"), "{out}");
+    assert!(
+        ok && out.lines().count() == 2 && out.contains("conflict"),
+        "{out}"
+    );
     let (ok, out, err) = run(&["broken", "CLI-1", "--reason", "fan"]);
     assert!(ok && out.contains("is broken"), "{out}{err}");
     let (ok, out, _) = run(&["history", "52:54:00:f2:00:01"]);
-    assert!(ok && out.contains("available -> broken") && out.contains("fan"), "{out}");
+    assert!(
+        ok && out.contains("available -> broken") && out.contains("fan"),
+        "{out}"
+    );
     let (ok, _, err) = run(&["install", "CLI-1", "--snapshot", "deb12"]);
     assert!(!ok && err.contains("machine_not_available"), "{err}");
     let (ok, _, err) = run(&["show", "nope"]);
