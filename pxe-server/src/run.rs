@@ -21,14 +21,49 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
         tracing::info!("shutting down");
         signal.cancel();
     });
+    let mut services = tokio::task::JoinSet::new();
+    if let Some(addr) = cfg.tftp {
+        let sock = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("binding TFTP on {addr}"))?;
+        tracing::info!(tftp = %addr, root = %state.assets.display(), "TFTP serving");
+        let cfg = crate::tftp::TftpConfig::new(state.assets.clone());
+        let stop = shutdown.clone();
+        services.spawn(async move {
+            crate::tftp::serve(sock, cfg, stop)
+                .await
+                .context("TFTP service")
+        });
+    }
     let http_shutdown = shutdown.clone();
-    crate::http::serve(listener, state.clone(), async move {
+    let http = crate::http::serve(listener, state.clone(), async move {
         http_shutdown.cancelled().await;
-    })
-    .await
-    .context("HTTP service")?;
+    });
+    tokio::pin!(http);
+    // The first service to stop (or fail) stops them all: a half-running appliance is worse
+    // than a restart by the supervisor.
+    let outcome = tokio::select! {
+        r = &mut http => r.context("HTTP service"),
+        Some(r) = services.join_next() => match r {
+            Ok(r) => r.and_then(|()| {
+                if shutdown.is_cancelled() { Ok(()) } else { anyhow::bail!("a service stopped unexpectedly") }
+            }),
+            Err(e) => Err(anyhow::anyhow!("a service panicked: {e}")),
+        },
+    };
+    shutdown.cancel();
+    if let Err(e) = &outcome {
+        tracing::error!(error = format!("{e:#}"), "stopping the appliance");
+    }
+    while let Some(r) = services.join_next().await {
+        match r {
+            Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "service failed"),
+            Err(e) => tracing::error!(error = %e, "service panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     state.store.close().await;
-    Ok(())
+    outcome
 }
 
 async fn wait_for_signal() {
