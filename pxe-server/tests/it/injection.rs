@@ -56,7 +56,15 @@ fn hostile_serials_and_reasons_cannot_inject() {
     );
     for (i, serial) in serials.iter().enumerate() {
         let mac = format!("52:54:00:dd:01:{i:02x}");
-        let (st, r, _) = s.boot_and_register(serial, &[&mac]);
+        // Every free-text fact carries the hostile string, not only the serial.
+        let (_, tok) = s.boot(&mac);
+        let mut body = crate::common::report(serial, &[&mac]);
+        body["hardware"]["dmi"]["product"] = serde_json::json!(serial);
+        body["hardware"]["dmi"]["vendor"] = serde_json::json!(serial);
+        body["hardware"]["disks"][0]["model"] = serde_json::json!(serial);
+        body["hardware"]["nics"][0]["driver"] = serde_json::json!(serial);
+        let (st, r) = s.agent_post(&tok.unwrap(), "/api/v1/agent/register", &body.to_string());
+        let r: Value = serde_json::from_str(&r).unwrap();
         assert!(st == 201, "{serial:?}: {st} {r}");
         let id = r["machine_id"].as_str().unwrap();
         // Stored as data: the API returns the serial (bounded to 4096 bytes), untrusted.
