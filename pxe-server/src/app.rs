@@ -95,5 +95,6 @@ pub async fn prepare(cfg: &ServeConfig) -> Result<Arc<AppState>> {
         assets,
         operator_token,
         clock: now_ms,
+        bind_tokens_to_leases: cfg.dhcp_mode == crate::config::DhcpMode::Full,
     }))
 }

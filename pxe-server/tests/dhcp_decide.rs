@@ -511,6 +511,28 @@ fn relay_routing() {
             reason: IgnoreReason::ForeignRelay
         }
     );
+    // Not relayed but from an address of another network (a routed unicast): dropped; from
+    // 0.0.0.0 or our subnet: served.
+    let mut r = req("uefi-pxe-discover");
+    for (src, served) in [
+        (Ipv4Addr::new(192, 0, 2, 7), false),
+        (Ipv4Addr::UNSPECIFIED, true),
+        (Ipv4Addr::new(10, 99, 0, 77), true),
+    ] {
+        r.arrival.src = SocketAddrV4::new(src, 68);
+        let d = decide(&r, &view(&table), &p, 0);
+        if served {
+            assert!(matches!(d, Decision::Offer { .. }), "{src}: {d:?}");
+        } else {
+            assert_eq!(
+                d,
+                Decision::Ignore {
+                    reason: IgnoreReason::ForeignSource
+                },
+                "{src}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -67,6 +67,8 @@ pub enum IgnoreReason {
     NotHandledInProxy,
     /// RENEWING/REBINDING for an address outside our subnet: not ours to answer.
     RenewNotOurs,
+    /// Not relayed, yet sent from a source address outside the served subnet.
+    ForeignSource,
 }
 
 impl IgnoreReason {
@@ -88,6 +90,7 @@ impl IgnoreReason {
             IgnoreReason::InformWithoutCiaddr => "inform_without_ciaddr",
             IgnoreReason::NotHandledInProxy => "not_handled_in_proxy",
             IgnoreReason::RenewNotOurs => "renew_not_ours",
+            IgnoreReason::ForeignSource => "foreign_source",
         }
     }
 }
@@ -230,6 +233,16 @@ fn relayed(req: &RequestView) -> bool {
     !req.giaddr.is_unspecified()
 }
 
+/// Where the request may come from: a relay on our subnet, or a client on our subnet (with no
+/// address yet, or one of ours). Anything else is not for us (reliability D7).
+fn source_check(req: &RequestView, policy: &Policy) -> Option<IgnoreReason> {
+    if relayed(req) {
+        return (!policy.in_subnet(req.giaddr)).then_some(IgnoreReason::ForeignRelay);
+    }
+    let src = *req.arrival.src.ip();
+    (!src.is_unspecified() && !policy.in_subnet(src)).then_some(IgnoreReason::ForeignSource)
+}
+
 /// RFC 2131 §4.1 routing for non-NAK replies: relay → giaddr:67; ciaddr set → ciaddr:68
 /// (even with the BROADCAST flag); otherwise broadcast.
 fn destination(req: &RequestView) -> Destination {
@@ -365,8 +378,8 @@ fn decide_full(req: &RequestView, view: &LeaseView<'_>, policy: &Policy, now_ms:
     if view.rate_limited {
         return ignore(IgnoreReason::RateLimited);
     }
-    if relayed(req) && !policy.in_subnet(req.giaddr) {
-        return ignore(IgnoreReason::ForeignRelay);
+    if let Some(reason) = source_check(req, policy) {
+        return ignore(reason);
     }
     if req.arrival.local_port != SERVER_PORT {
         return ignore(IgnoreReason::WrongPort);
@@ -551,8 +564,8 @@ fn decide_proxy(req: &RequestView, view: &LeaseView<'_>, policy: &Policy) -> Dec
     if view.rate_limited {
         return ignore(IgnoreReason::RateLimited);
     }
-    if relayed(req) && !policy.in_subnet(req.giaddr) {
-        return ignore(IgnoreReason::ForeignRelay);
+    if let Some(reason) = source_check(req, policy) {
+        return ignore(reason);
     }
     let on_4011 = req.arrival.local_port == PXE_PORT;
     let kind = match (req.msg, on_4011) {

@@ -192,9 +192,17 @@ impl RequestView {
     }
 }
 
-/// Walk the option area and check the TLV structure. Returns per-code total lengths.
-fn walk_options(opts: &[u8]) -> Result<BTreeMap<u8, usize>, MalformedReason> {
-    let mut seen = BTreeMap::new();
+/// The options of a packet: per-code total length, and each instance's byte span in the
+/// option area.
+#[derive(Debug, Default)]
+struct OptionMap {
+    lens: BTreeMap<u8, usize>,
+    spans: Vec<(u8, usize, usize)>,
+}
+
+/// Walk the option area and check the TLV structure.
+fn walk_options(opts: &[u8]) -> Result<OptionMap, MalformedReason> {
+    let mut seen = OptionMap::default();
     let mut i = 0usize;
     loop {
         let Some(&code) = opts.get(i) else {
@@ -211,15 +219,18 @@ fn walk_options(opts: &[u8]) -> Result<BTreeMap<u8, usize>, MalformedReason> {
                 if end > opts.len() {
                     return Err(MalformedReason::OptionOverrun);
                 }
-                *seen.entry(code).or_insert(0) += usize::from(len);
+                *seen.lens.entry(code).or_insert(0) += usize::from(len);
+                seen.spans.push((code, i, end));
                 i = end;
             }
         }
     }
 }
 
-fn check_lengths(seen: &BTreeMap<u8, usize>) -> Result<(), MalformedReason> {
-    for (&code, &len) in seen {
+fn check_lengths<'a>(
+    lens: impl Iterator<Item = (&'a u8, &'a usize)>,
+) -> Result<(), MalformedReason> {
+    for (&code, &len) in lens {
         let ok = match code {
             53 => len == 1,
             50 | 54 => len == 4,
@@ -243,7 +254,7 @@ fn check_lengths(seen: &BTreeMap<u8, usize>) -> Result<(), MalformedReason> {
 
 /// Validate and decode a packet received on a server port.
 pub fn parse_request(raw: &[u8], arrival: Arrival) -> Result<RequestView, MalformedReason> {
-    let msg = validate_and_decode(raw)?;
+    let msg = validate_and_decode(raw, Some(REQUEST_OPTIONS))?;
     if msg.opcode() != Opcode::BootRequest {
         return Err(MalformedReason::WrongOp);
     }
@@ -307,7 +318,8 @@ pub fn parse_request(raw: &[u8], arrival: Arrival) -> Result<RequestView, Malfor
         requested_ip: ip(OptionCode::RequestedIpAddress),
         server_id: ip(OptionCode::ServerIdentifier),
         client_id: bytes(OptionCode::ClientIdentifier),
-        hostname: bytes(OptionCode::Hostname),
+        // Raw: dhcproto would insist on UTF-8; sanitising happens before persisting.
+        hostname: raw_option(raw, 12),
         vendor_class: bytes(OptionCode::ClassIdentifier),
         user_class: bytes(OptionCode::UserClass),
         client_arch,
@@ -341,8 +353,16 @@ fn raw_option(raw: &[u8], code: u8) -> Option<Vec<u8>> {
     out
 }
 
+/// Options a request is decoded with through dhcproto. Every other option is blanked to PAD
+/// before decoding, so a harmless option dhcproto cannot parse (a non-UTF-8 host name, an odd
+/// FQDN) does not cost the client its answer. Options 12 and 82 are read raw instead.
+const REQUEST_OPTIONS: &[u8] = &[50, 53, 54, 55, 57, 60, 61, 77, 93, 94, 97, 175];
+/// Options a foreign server reply is decoded with (rogue detection).
+const REPLY_OPTIONS: &[u8] = &[53, 54, 60];
+
 /// Structural validation shared by server-port and client-port (rogue detection) parsing.
-fn validate_and_decode(raw: &[u8]) -> Result<Message, MalformedReason> {
+/// With `keep`, only those options are handed to dhcproto (and length-checked).
+fn validate_and_decode(raw: &[u8], keep: Option<&[u8]>) -> Result<Message, MalformedReason> {
     if raw.len() > MAX_PACKET {
         return Err(MalformedReason::Oversized);
     }
@@ -358,13 +378,27 @@ fn validate_and_decode(raw: &[u8]) -> Result<Message, MalformedReason> {
     }
     let opts = raw.get(HEADER_LEN + 4..).unwrap_or(&[]);
     let seen = walk_options(opts)?;
-    if seen.contains_key(&52) {
+    if seen.lens.contains_key(&52) {
         return Err(MalformedReason::OptionOverloadUnsupported);
     }
-    check_lengths(&seen)?;
-    let msg = Message::from_bytes(raw).map_err(|_| MalformedReason::DecodeFailed)?;
+    let kept = |code: u8| keep.is_none_or(|k| k.contains(&code));
+    check_lengths(seen.lens.iter().filter(|(c, _)| kept(**c)))?;
+    let msg = if keep.is_some() {
+        let mut clean = raw.to_vec();
+        for &(code, start, end) in &seen.spans {
+            if !kept(code)
+                && let Some(span) = clean.get_mut(HEADER_LEN + 4 + start..HEADER_LEN + 4 + end)
+            {
+                span.fill(0);
+            }
+        }
+        Message::from_bytes(&clean)
+    } else {
+        Message::from_bytes(raw)
+    }
+    .map_err(|_| MalformedReason::DecodeFailed)?;
     // dhcproto stops decoding at the first option body it cannot parse, without an error.
-    for code in seen.keys() {
+    for code in seen.lens.keys().filter(|c| kept(**c)) {
         if !msg.opts().contains(OptionCode::from(*code)) {
             return Err(MalformedReason::OptionUndecodable);
         }
@@ -387,7 +421,7 @@ pub struct SeenReply {
 
 /// Parse an OFFER/ACK seen on UDP 68; anything else is `None`.
 pub fn parse_server_reply(raw: &[u8]) -> Option<SeenReply> {
-    let msg = validate_and_decode(raw).ok()?;
+    let msg = validate_and_decode(raw, Some(REPLY_OPTIONS)).ok()?;
     if msg.opcode() != Opcode::BootReply {
         return None;
     }
@@ -525,7 +559,7 @@ pub fn encode_discover(xid: u32, mac: Mac, broadcast: bool) -> Result<Vec<u8>, E
 
 /// Decode a reply this server produced (tests and tools): returns the dhcproto message.
 pub fn decode_message(raw: &[u8]) -> Option<v4::Message> {
-    validate_and_decode(raw).ok()
+    validate_and_decode(raw, None).ok()
 }
 
 #[cfg(test)]
@@ -632,13 +666,19 @@ mod tests {
             parse_request(&m, arrival()),
             Err(MalformedReason::UnusableChaddr)
         );
-        // A subnet mask option with a 0-byte body: dhcproto cannot decode it.
+        // An empty client-arch list.
         let mut m = b[..240].to_vec();
-        m.extend_from_slice(&[53, 1, 1, 1, 0, 255]);
+        m.extend_from_slice(&[53, 1, 1, 93, 0, 255]);
         assert_eq!(
             parse_request(&m, arrival()),
-            Err(MalformedReason::OptionUndecodable)
+            Err(MalformedReason::BadOptionLength)
         );
+        // Options the server does not use cannot spoil a request: a non-UTF-8 host name, a
+        // subnet mask with a 0-byte body, a short FQDN.
+        let mut m = b[..240].to_vec();
+        m.extend_from_slice(&[53, 1, 1, 12, 3, 0xff, b'\n', 0, 1, 0, 81, 1, 0, 255]);
+        let v = parse_request(&m, arrival()).expect("accepted");
+        assert_eq!(v.hostname.as_deref(), Some(&[0xff, b'\n', 0][..]));
     }
 
     /// Every option code with every short length and a few bodies: no panic in validation
@@ -655,6 +695,7 @@ mod tests {
                     m.push(255);
                     let _ = parse_request(&m, arrival());
                     let _ = parse_server_reply(&m);
+                    let _ = decode_message(&m);
                 }
             }
         }

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use pxe_api::Mac;
@@ -91,6 +92,7 @@ fn parse_query(raw: Option<&str>) -> Result<BootQuery, ApiFailure> {
 /// The handler.
 pub(super) async fn script(
     State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiFailure> {
     let q = parse_query(raw.as_deref())?;
@@ -105,6 +107,22 @@ pub(super) async fn script(
     let machine = st.store.machine_by_mac(mac).await?;
     let decision = boot::decide(machine.as_ref().map(|m| (m.state, m.reason.as_deref())));
     let now = (st.clock)();
+    if decision.needs_token() && st.bind_tokens_to_leases {
+        let leased = st.store.bound_ip(mac, now).await?;
+        let peer_ip = match peer.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        };
+        if leased.is_none() || leased != peer_ip {
+            tracing::warn!(%mac, %peer, leased = ?leased,
+                "boot script with an agent token asked for by an address that does not hold the MAC's lease");
+            return Err(ApiFailure::new(
+                StatusCode::FORBIDDEN,
+                "lease_mismatch",
+                "this address does not hold the DHCP lease of that MAC",
+            ));
+        }
+    }
     let event = NewEvent {
         machine_id: machine.as_ref().map(|m| m.id.clone()),
         mac: Some(mac),

@@ -44,6 +44,9 @@ pub struct AppState {
     pub operator_token: String,
     /// Source of wall-clock time (injectable for tests).
     pub clock: fn() -> i64,
+    /// Serve a script carrying an agent token only to the address holding the MAC's DHCP lease
+    /// (full DHCP mode: the appliance is the source of truth for who holds which address).
+    pub bind_tokens_to_leases: bool,
 }
 
 /// Wall-clock Unix milliseconds.
@@ -191,7 +194,10 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -23,6 +23,11 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start() -> Server {
+        Self::start_with(FileConfig::default())
+    }
+
+    /// Starts with `extra` config keys (data dir, assets and address are the harness's).
+    pub(crate) fn start_with(extra: FileConfig) -> Server {
         let root = tempfile::tempdir().unwrap();
         let assets = root.path().join("assets");
         std::fs::create_dir_all(assets.join("snapshots/deb12")).unwrap();
@@ -40,7 +45,7 @@ impl Server {
             data_dir: Some(root.path().join("data")),
             http: Some(addr),
             assets: Some(assets),
-            ..FileConfig::default()
+            ..extra
         }
         .validate()
         .unwrap();
@@ -149,6 +154,10 @@ impl Server {
             &report(serial, macs).to_string(),
         );
         (st, serde_json::from_str(&body).unwrap_or(Value::Null), tok)
+    }
+
+    pub(crate) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     pub(crate) fn digest(&self) -> String {

@@ -163,3 +163,51 @@ fn cli_lists_machines_as_json() {
     let (ok, _, err) = run(&["show", "nope"]);
     assert!(!ok && err.contains("machine_not_found"), "{err}");
 }
+
+#[test]
+fn full_dhcp_mode_serves_agent_tokens_only_to_the_lease_holder() {
+    use pxe_server::config::{DhcpMode, FileConfig};
+    use pxe_server::dhcp::{Lease, LeaseState, LeaseStore};
+    let s = Server::start_with(FileConfig {
+        dhcp_mode: Some(DhcpMode::Full),
+        interface: Some("lo".into()),
+        dhcp_range: Some("10.99.0.100-10.99.0.199".into()),
+        ..FileConfig::default()
+    });
+    let lease = |mac: &str, ip: &str| Lease {
+        mac: mac.parse().unwrap(),
+        ip: ip.parse().unwrap(),
+        state: LeaseState::Bound,
+        expires_at_ms: i64::MAX,
+        client_id: None,
+        hostname: None,
+        updated_at_ms: 0,
+    };
+    s.block_on(
+        s.state
+            .store
+            .upsert(&lease("52:54:00:f3:00:01", "127.0.0.1")),
+    )
+    .unwrap();
+    s.block_on(
+        s.state
+            .store
+            .upsert(&lease("52:54:00:f3:00:02", "127.0.0.2")),
+    )
+    .unwrap();
+    // This client (127.0.0.1) holds the first MAC's lease: it gets its script and token.
+    let (st, script) = s.request("GET", "/boot.ipxe?mac=52:54:00:f3:00:01", None, None);
+    assert_eq!(st, 200);
+    assert!(script.contains("rackhand.token="), "{script}");
+    // Another machine's MAC, or a MAC without a lease: 403, no token, nothing stored.
+    for mac in ["52:54:00:f3:00:02", "52:54:00:f3:00:03"] {
+        let before = s.digest();
+        let (st, body) = s.request("GET", &format!("/boot.ipxe?mac={mac}"), None, None);
+        assert_eq!(st, 403, "{body}");
+        assert!(
+            body.contains("lease_mismatch") && !body.contains("rackhand.token"),
+            "{body}"
+        );
+        assert_eq!(before, s.digest());
+    }
+}
