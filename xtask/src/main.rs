@@ -5,7 +5,13 @@
 //!   target). Idempotent; skips what is already there.
 //! - `ci`: `setup`, then `cargo fmt --check`, `cargo clippy --all-targets -D warnings`, and every
 //!   test. `.ci/run` calls exactly this.
+//! - `initramfs`: the agent's kernel and initramfs (see `initramfs.rs`).
+//! - `dist`: everything a deployment needs, with a manifest (see `dist.rs`).
 
+mod dist;
+mod elf;
+mod initramfs;
+mod kernel;
 mod setup;
 mod util;
 
@@ -27,6 +33,8 @@ fn real_main() -> Result<()> {
     match cmd {
         "setup" => setup::run(),
         "ci" => ci(rest),
+        "initramfs" => initramfs::run(rest),
+        "dist" => dist::run(rest),
         "help" | "--help" | "-h" => {
             println!("{}", HELP.trim());
             Ok(())
@@ -40,12 +48,20 @@ cargo xtask <command>
 
   setup    install apt packages and the musl target needed to build and test
   ci       setup, then fmt --check, clippy -D warnings and all tests (what .ci/run runs)
+  initramfs [--out DIR] [--agent FILE] [--check-reproducible]
+           build pxeimage (musl, static) and write vmlinuz + pxeimage.initramfs
+  dist [--out DIR] [--agent FILE]
+           initramfs, pxe-server, iPXE binaries and manifest.json in target/dist/
 ";
 
 fn ci(_rest: &[String]) -> Result<()> {
     setup::run()?;
     let root = util::workspace_root();
-    util::run(util::cargo().current_dir(&root).args(["fmt", "--all", "--check"]))?;
+    util::run(
+        util::cargo()
+            .current_dir(&root)
+            .args(["fmt", "--all", "--check"]),
+    )?;
     util::run(util::cargo().current_dir(&root).args([
         "clippy",
         "--workspace",
@@ -62,11 +78,11 @@ fn ci(_rest: &[String]) -> Result<()> {
             "--no-fail-fast",
         ]))?;
     } else {
-        util::run(
-            util::cargo()
-                .current_dir(&root)
-                .args(["test", "--workspace", "--no-fail-fast"]),
-        )?;
+        util::run(util::cargo().current_dir(&root).args([
+            "test",
+            "--workspace",
+            "--no-fail-fast",
+        ]))?;
     }
     Ok(())
 }
