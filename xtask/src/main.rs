@@ -7,6 +7,7 @@
 //!   test. `.ci/run` calls exactly this.
 //! - `initramfs`: the agent's kernel and initramfs (see `initramfs.rs`).
 //! - `dist`: everything a deployment needs, with a manifest (see `dist.rs`).
+//! - `bench api|tftp`: the benchmarks, printing figures beside their peers.
 
 mod dist;
 mod elf;
@@ -35,6 +36,7 @@ fn real_main() -> Result<()> {
         "ci" => ci(rest),
         "initramfs" => initramfs::run(rest),
         "dist" => dist::run(rest),
+        "bench" => bench(rest),
         "help" | "--help" | "-h" => {
             println!("{}", HELP.trim());
             Ok(())
@@ -52,7 +54,24 @@ cargo xtask <command>
            build pxeimage (musl, static) and write vmlinuz + pxeimage.initramfs
   dist [--out DIR] [--agent FILE]
            initramfs, pxe-server, iPXE binaries and manifest.json in target/dist/
+  bench api|tftp
+           benchmarks (release builds); print figures, assert nothing about speed
 ";
+
+fn bench(rest: &[String]) -> Result<()> {
+    let root = util::workspace_root();
+    let which = rest.first().map(String::as_str).unwrap_or("");
+    let target = match which {
+        "api" => "api",
+        "tftp" => "tftp",
+        other => bail!("unknown benchmark {other:?}: expected api or tftp"),
+    };
+    util::run(
+        util::cargo()
+            .current_dir(&root)
+            .args(["bench", "-p", "pxe-server", "--bench", target]),
+    )
+}
 
 fn ci(_rest: &[String]) -> Result<()> {
     setup::run()?;
