@@ -75,7 +75,9 @@ pub struct DhcpConfig {
     pub mode: DhcpMode,
     /// The appliance's address on the provisioning interface; sent as option 54 and `siaddr`.
     pub server_ip: Ipv4Addr,
-    /// Provisioning interface name (`SO_BINDTODEVICE`); `None` binds to all interfaces.
+    /// Provisioning interface name (`SO_BINDTODEVICE`). Set it in production: with `None`
+    /// the sockets listen on every interface, broadcasts leave wherever the routing table
+    /// sends them, and no RAs or rogue probes are sent (they need the interface).
     pub interface: Option<String>,
     /// First address of the dynamic range (full mode).
     pub range_start: Ipv4Addr,
@@ -104,7 +106,9 @@ pub struct DhcpConfig {
     pub decline_probation_ms: u64,
     /// How long an OFFERed address stays reserved for the client (ms).
     pub offer_hold_ms: u64,
-    /// Send IPv6 router advertisements (lifetime 0) to end iPXE's IPv6 wait.
+    /// Send IPv6 router advertisements (lifetime 0) to end iPXE's IPv6 wait (~16 s per iPXE
+    /// start otherwise). Consider turning it off in proxy mode, where the segment and its
+    /// routers belong to someone else.
     pub router_advertisements: bool,
     /// Interval between unsolicited RAs (ms).
     pub ra_interval_ms: u64,
@@ -177,8 +181,10 @@ pub enum ConfigError {
     /// The netmask has holes.
     #[error("netmask {0} is not contiguous")]
     BadNetmask(Ipv4Addr),
-    /// The HTTP base URL is not `http://…` or `https://…`.
-    #[error("HTTP base URL {0:?} must start with http:// or https:// and not end with /")]
+    /// The HTTP base URL is not `http://…` or `https://…`, ends with `/`, or is too long.
+    #[error(
+        "HTTP base URL {0:?} must start with http:// or https://, not end with /, and be at most 120 bytes"
+    )]
     BadHttpBase(String),
     /// A boot file name is empty or contains characters that do not belong in a DHCP file field.
     #[error("boot file name {0:?} is empty, too long or has characters outside [A-Za-z0-9._/-]")]
@@ -270,6 +276,7 @@ impl Policy {
         }
         if !(c.http_base.starts_with("http://") || c.http_base.starts_with("https://"))
             || c.http_base.ends_with('/')
+            || c.http_base.len() > 120
             || c.http_base
                 .bytes()
                 .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())

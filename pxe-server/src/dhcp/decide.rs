@@ -281,7 +281,8 @@ fn base_reply(req: &RequestView, kind: ReplyKind, yiaddr: Ipv4Addr, policy: &Pol
 
 fn nak(req: &RequestView, reason: NakReason, policy: &Policy) -> Decision {
     let mut reply = base_reply(req, ReplyKind::Nak, Ipv4Addr::UNSPECIFIED, policy);
-    reply.broadcast = req.broadcast || !relayed(req);
+    // RFC 2131 §4.3.2: a relayed NAK carries the BROADCAST bit so the relay broadcasts it.
+    reply.broadcast = true;
     reply.dest = if relayed(req) {
         Destination::Unicast(SocketAddrV4::new(req.giaddr, SERVER_PORT))
     } else {

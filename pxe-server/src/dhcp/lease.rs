@@ -7,13 +7,18 @@
 //! * Expiry is judged against the `now_ms` the caller passes; nothing here reads a clock.
 //! * A DECLINEd address is quarantined for the probation period. No ICMP/ARP probe is sent
 //!   before an offer (it would cost every boot about 3 s); a conflicting host is found when
-//!   the client DECLINEs the address, which then sits out its probation.
+//!   the client DECLINEs the address, which then sits out its probation. The quarantine is
+//!   stored as the declining MAC's row (state `declined`); once that MAC is given another
+//!   address its row is replaced, and the quarantine lives on in memory only (a restart
+//!   during the probation forgets it; a second DECLINE re-creates it).
+//!   DECLINEs are honoured only from the MAC that holds the address, so strangers cannot
+//!   poison the pool.
 //! * MACs the inventory does not know may hold at most `unknown_max_leases` live leases, so a
 //!   flood of random MACs cannot exhaust the pool for known machines.
 //! * Offers are held in memory only (for `offer_hold_ms`); a binding is persisted before its
 //!   ACK is sent.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
@@ -25,7 +30,8 @@ use super::config::Policy;
 /// State of a lease record. Stored as the lower-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
-    /// Offered, not yet requested (in-memory only; the service does not persist offers).
+    /// Offered, not yet requested. This service never writes it (offers are in-memory
+    /// [`LeaseOp::Hold`]s); a stored row in this state is loaded as a live reservation.
     Offered,
     /// Bound: ACKed and persisted.
     Bound,
@@ -136,6 +142,57 @@ pub enum AllocError {
     UnknownShareExhausted,
 }
 
+/// MACs with an expiry, countable by "still live at `now`" in time proportional to the
+/// number of expired entries (which housekeeping keeps small), not to the set's size.
+#[derive(Debug, Default, Clone)]
+struct ExpirySet {
+    by_mac: HashMap<Mac, i64>,
+    by_expiry: BTreeSet<(i64, Mac)>,
+}
+
+impl ExpirySet {
+    fn set(&mut self, mac: Mac, expires: i64) {
+        self.remove(mac);
+        self.by_mac.insert(mac, expires);
+        self.by_expiry.insert((expires, mac));
+    }
+
+    /// Set the expiry to the later of the current one and `expires`.
+    fn extend(&mut self, mac: Mac, expires: i64) {
+        let e = self.expiry(mac).map_or(expires, |old| old.max(expires));
+        self.set(mac, e);
+    }
+
+    fn remove(&mut self, mac: Mac) {
+        if let Some(old) = self.by_mac.remove(&mac) {
+            self.by_expiry.remove(&(old, mac));
+        }
+    }
+
+    fn expiry(&self, mac: Mac) -> Option<i64> {
+        self.by_mac.get(&mac).copied()
+    }
+
+    fn live(&self, now_ms: i64) -> usize {
+        let expired = self
+            .by_expiry
+            .iter()
+            .take_while(|(e, _)| *e <= now_ms)
+            .count();
+        self.by_expiry.len() - expired
+    }
+
+    fn prune(&mut self, now_ms: i64) {
+        while let Some(&(e, mac)) = self.by_expiry.first() {
+            if e > now_ms {
+                break;
+            }
+            self.by_expiry.pop_first();
+            self.by_mac.remove(&mac);
+        }
+    }
+}
+
 /// The in-memory lease table. `decide` only reads it; the service applies [`LeaseOp`]s.
 #[derive(Debug, Default, Clone)]
 pub struct LeaseTable {
@@ -143,8 +200,8 @@ pub struct LeaseTable {
     by_ip: BTreeMap<Ipv4Addr, Mac>,
     /// Quarantined addresses → end of probation (kept even after the declining MAC moves on).
     quarantine: BTreeMap<Ipv4Addr, i64>,
-    /// Live leases and offer holds of unknown clients → expiry, to bound their share.
-    unknown: HashMap<Mac, i64>,
+    /// Live leases and offer holds of unknown clients, to bound their share.
+    unknown: ExpirySet,
     /// Offer holds: MAC → (address, end of hold).
     holds: HashMap<Mac, (Ipv4Addr, i64)>,
     /// Offer holds by address.
@@ -207,7 +264,7 @@ impl LeaseTable {
 
     /// Live leases held by unknown clients at `now_ms`.
     pub fn unknown_live(&self, now_ms: i64) -> usize {
-        self.unknown.values().filter(|e| **e > now_ms).count()
+        self.unknown.live(now_ms)
     }
 
     /// The unexpired offer hold of `mac`.
@@ -230,8 +287,7 @@ impl LeaseTable {
                 self.holds.insert(*mac, (*ip, *until_ms));
                 self.held_ips.insert(*ip, *mac);
                 if !known {
-                    let e = self.unknown.entry(*mac).or_insert(*until_ms);
-                    *e = (*e).max(*until_ms);
+                    self.unknown.extend(*mac, *until_ms);
                 }
             }
             LeaseOp::Upsert(l) => {
@@ -248,7 +304,7 @@ impl LeaseTable {
                     *until = (*until).max(l.expires_at_ms);
                 }
                 if !known && matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
-                    self.unknown.insert(l.mac, l.expires_at_ms);
+                    self.unknown.set(l.mac, l.expires_at_ms);
                 }
                 self.by_ip.insert(l.ip, l.mac);
                 self.by_mac.insert(l.mac, l.clone());
@@ -270,14 +326,14 @@ impl LeaseTable {
         {
             self.by_ip.remove(&old.ip);
         }
-        self.unknown.remove(&mac);
+        self.unknown.remove(mac);
     }
 
     /// Drop expired quarantine entries and unknown-share entries (housekeeping; call now and
     /// then so the maps stay bounded).
     pub fn prune(&mut self, now_ms: i64) {
         self.quarantine.retain(|_, until| *until > now_ms);
-        self.unknown.retain(|_, e| *e > now_ms);
+        self.unknown.prune(now_ms);
         let expired: Vec<Mac> = self
             .holds
             .iter()
@@ -329,7 +385,7 @@ impl LeaseTable {
         {
             return Ok(l.ip);
         }
-        let already_counted = self.unknown.get(&mac).is_some_and(|e| *e > now_ms);
+        let already_counted = self.unknown.expiry(mac).is_some_and(|e| e > now_ms);
         if !known
             && !already_counted
             && self.unknown_live(now_ms) >= policy.unknown_max_leases as usize
@@ -506,9 +562,84 @@ impl LeaseStore for MemLeaseStore {
     }
 }
 
+/// Conformance check for a [`LeaseStore`] implementation, starting from an empty store:
+/// upsert replaces by MAC, remove deletes (and tolerates absent rows), load returns exactly
+/// what was written, field for field. `MemLeaseStore` passes it; the SQLite store should too.
+pub async fn check_lease_store<S: LeaseStore>(store: &S) -> Result<(), String> {
+    let mac = |n: u8| Mac([0x52, 0x54, 0, 0, 0, n]);
+    let a = Lease {
+        mac: mac(1),
+        ip: Ipv4Addr::new(10, 99, 0, 100),
+        state: LeaseState::Bound,
+        expires_at_ms: 1_800_000_000_000,
+        client_id: Some("01525400000001".into()),
+        hostname: Some("node-1".into()),
+        updated_at_ms: 1_700_000_000_000,
+    };
+    let b = Lease {
+        mac: mac(2),
+        ip: Ipv4Addr::new(10, 99, 0, 101),
+        state: LeaseState::Declined,
+        expires_at_ms: 1_700_000_600_000,
+        client_id: None,
+        hostname: None,
+        updated_at_ms: 1_700_000_000_001,
+    };
+    let err = |e: LeaseStoreError| e.to_string();
+    let sorted = |mut v: Vec<Lease>| {
+        v.sort_by_key(|l| l.mac);
+        v
+    };
+    if !store.load_all().await.map_err(err)?.is_empty() {
+        return Err("store is not empty at start".into());
+    }
+    store.upsert(&a).await.map_err(err)?;
+    store.upsert(&b).await.map_err(err)?;
+    let got = sorted(store.load_all().await.map_err(err)?);
+    if got != vec![a.clone(), b.clone()] {
+        return Err(format!("after two upserts: {got:?}"));
+    }
+    // Replace by MAC: new address, new state.
+    let mut a2 = a.clone();
+    a2.ip = Ipv4Addr::new(10, 99, 0, 150);
+    a2.state = LeaseState::Released;
+    a2.hostname = None;
+    store.upsert(&a2).await.map_err(err)?;
+    let got = sorted(store.load_all().await.map_err(err)?);
+    if got != vec![a2.clone(), b.clone()] {
+        return Err(format!("after replacing by MAC: {got:?}"));
+    }
+    // An address moving to another MAC: the caller removes the old row first.
+    store.remove(mac(2)).await.map_err(err)?;
+    store.remove(mac(2)).await.map_err(err)?;
+    let mut c = b.clone();
+    c.mac = mac(3);
+    c.state = LeaseState::Bound;
+    store.upsert(&c).await.map_err(err)?;
+    let got = sorted(store.load_all().await.map_err(err)?);
+    if got != vec![a2, c] {
+        return Err(format!("after moving an address: {got:?}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn mem_store_conforms_and_fails_on_demand() {
+        let s = MemLeaseStore::new();
+        check_lease_store(&s).await.expect("conformance");
+        s.set_failing(true);
+        let l = s.rows().first().cloned().expect("a row");
+        assert!(s.upsert(&l).await.is_err());
+        s.set_failing(false);
+        // UNIQUE(ip) like the SQL table.
+        let mut dup = l.clone();
+        dup.mac = Mac([2, 0, 0, 0, 0, 0x42]);
+        assert!(s.upsert(&dup).await.is_err());
+    }
 
     #[test]
     fn hostname_sanitising() {
@@ -521,6 +652,54 @@ mod tests {
         assert_eq!(sanitize_hostname(&[b'a'; 4096]).map(|s| s.len()), Some(63));
         assert_eq!(sanitize_hostname(b"-."), None);
         assert_eq!(sanitize_hostname(&[0xff, 0xfe]), None);
+    }
+
+    fn lease(n: u8, ip: u8, state: LeaseState, expires: i64, updated: i64) -> Lease {
+        Lease {
+            mac: Mac([2, 0, 0, 0, 0, n]),
+            ip: Ipv4Addr::new(10, 99, 0, ip),
+            state,
+            expires_at_ms: expires,
+            client_id: None,
+            hostname: None,
+            updated_at_ms: updated,
+        }
+    }
+
+    #[test]
+    fn table_from_stored_rows() {
+        let rows = vec![
+            lease(2, 100, LeaseState::Bound, 5_000, 20),
+            lease(1, 100, LeaseState::Bound, 5_000, 10), // older claim on the same address
+            lease(3, 101, LeaseState::Declined, 9_000, 30),
+            lease(4, 102, LeaseState::Bound, 5_000, 40),
+        ];
+        let t = LeaseTable::from_leases(rows, &|m| m != Mac([2, 0, 0, 0, 0, 4]));
+        assert_eq!(
+            t.holder(Ipv4Addr::new(10, 99, 0, 100)),
+            Some(Mac([2, 0, 0, 0, 0, 2]))
+        );
+        assert!(t.get(Mac([2, 0, 0, 0, 0, 1])).is_none());
+        assert!(t.quarantined(Ipv4Addr::new(10, 99, 0, 101), 8_999));
+        assert!(!t.quarantined(Ipv4Addr::new(10, 99, 0, 101), 9_000));
+        assert_eq!(t.unknown_live(4_999), 1);
+        assert_eq!(t.unknown_live(5_000), 0);
+        let mut t = t;
+        t.prune(10_000);
+        assert!(!t.quarantined(Ipv4Addr::new(10, 99, 0, 101), 0));
+    }
+
+    #[test]
+    fn lease_state_names_roundtrip() {
+        for s in [
+            LeaseState::Offered,
+            LeaseState::Bound,
+            LeaseState::Released,
+            LeaseState::Declined,
+        ] {
+            assert_eq!(LeaseState::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(LeaseState::parse("BOUND"), None);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! * [`boot`]: PXE/iPXE/UEFI-HTTP boot-file selection and the option-97 UUID normaliser.
 //! * [`lease`]: lease records, the in-memory [`LeaseTable`] with allocation, the per-MAC
 //!   [`RateLimiter`], and the [`LeaseStore`] persistence seam (+ [`MemLeaseStore`]).
-//! * [`decide`]: the pure decision `decide(request, lease view, policy, now) -> Decision`.
+//! * [`mod@decide`]: the pure decision `decide(request, lease view, policy, now) -> Decision`.
 //! * [`stats`]: counters and the rogue-server record shared with the API.
 //! * [`service`]: sockets and the receive loop ([`serve`]); [`ra`]: IPv6 RAs for iPXE.
 //!
@@ -28,7 +28,8 @@ pub use boot::{BootChoice, ClientKind, NoBootReason, normalize_client_uuid, sele
 pub use config::{BootFiles, ConfigError, DhcpConfig, DhcpMode, Policy, parse_range};
 pub use decide::{Decision, IgnoreReason, LeaseView, NakReason, RecordEvent, decide};
 pub use lease::{
-    Lease, LeaseOp, LeaseState, LeaseStore, LeaseStoreError, LeaseTable, MemLeaseStore, RateLimiter,
+    Lease, LeaseOp, LeaseState, LeaseStore, LeaseStoreError, LeaseTable, MemLeaseStore,
+    RateLimiter, check_lease_store,
 };
 pub use service::{DhcpServiceError, DhcpSockets, KnownClients, serve};
 pub use stats::{DhcpShared, DhcpStats, RogueServer};

@@ -3,7 +3,7 @@
 //! limit 255, sent to ff02::1 on the provisioning interface, in answer to Router
 //! Solicitations and periodically.
 //!
-//! [`build_ra`] and [`is_router_solicitation`] are pure; [`run`] owns the raw socket.
+//! [`build_ra`] and [`is_router_solicitation`] are pure; `run` owns the raw socket.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::Arc;

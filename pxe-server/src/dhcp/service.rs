@@ -261,6 +261,25 @@ struct Server<S: LeaseStore> {
 ///
 /// Loads all leases from `store` first. Every binding is persisted through `store` before
 /// its DHCPACK is sent; if persisting fails, no ACK is sent (the client retries).
+///
+/// `known` says whether the inventory knows a MAC (unknown MACs share a bounded part of the
+/// pool). `shared` carries the counters and the rogue-server record for the API: keep a
+/// clone and read [`DhcpShared::rogue_servers`] / [`DhcpShared::stats`]. In proxy mode the
+/// segment's own address server shows up among the rogue servers too (with `proxy == false`);
+/// a health check there should only flag foreign servers that hand out boot information.
+///
+/// Typical wiring:
+/// ```no_run
+/// # async fn f(cfg: pxe_server::dhcp::DhcpConfig) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use pxe_server::dhcp::{DhcpShared, DhcpSockets, KnownClients, MemLeaseStore, serve};
+/// let sockets = DhcpSockets::bind(&cfg)?;
+/// let shared = Arc::new(DhcpShared::new());
+/// let known: Arc<dyn KnownClients> = Arc::new(|_mac: pxe_api::Mac| false);
+/// let token = tokio_util::sync::CancellationToken::new();
+/// serve(sockets, cfg, Arc::new(MemLeaseStore::new()), known, shared.clone(), token).await?;
+/// # Ok(()) }
+/// ```
 pub async fn serve<S: LeaseStore>(
     sockets: DhcpSockets,
     config: DhcpConfig,
@@ -345,7 +364,7 @@ pub async fn serve<S: LeaseStore>(
     };
     let mut buf67 = vec![0u8; 4096];
     let mut buf4011 = vec![0u8; 4096];
-    let mut housekeeping = tokio::time::interval(Duration::from_secs(30));
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
@@ -568,5 +587,21 @@ async fn rogue_watch(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limiter_one_line_per_key_per_ten_seconds() {
+        let mut l = LogLimiter::default();
+        assert_eq!(l.check("a", 0), Some(0));
+        assert_eq!(l.check("a", 5_000), None);
+        assert_eq!(l.check("a", 9_999), None);
+        assert_eq!(l.check("b", 9_999), Some(0));
+        assert_eq!(l.check("a", 10_000), Some(2));
+        assert_eq!(l.check("a", 10_001), None);
     }
 }

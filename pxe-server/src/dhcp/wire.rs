@@ -503,8 +503,17 @@ impl Reply {
 
 /// Why a reply could not be encoded.
 #[derive(Debug, thiserror::Error)]
-#[error("encoding DHCP reply failed")]
-pub struct EncodeError(#[source] dhcproto::error::EncodeError);
+pub enum EncodeError {
+    /// dhcproto failed.
+    #[error("encoding DHCP reply failed")]
+    Codec(#[source] dhcproto::error::EncodeError),
+    /// An option body longer than 255 bytes (never split here).
+    #[error("DHCP option {0} is longer than 255 bytes")]
+    OptionTooLong(u8),
+    /// The `file` field holds at most 127 bytes plus NUL.
+    #[error("boot file name longer than 127 bytes")]
+    FileTooLong,
+}
 
 /// Encode a reply into packet bytes.
 pub fn encode_reply(r: &Reply) -> Result<Vec<u8>, EncodeError> {
@@ -517,6 +526,9 @@ pub fn encode_reply(r: &Reply) -> Result<Vec<u8>, EncodeError> {
     };
     m.set_flags(flags);
     if let Some(f) = &r.file {
+        if f.len() > 127 {
+            return Err(EncodeError::FileTooLong);
+        }
         m.set_fname_str(f);
     }
     let mt = match r.kind {
@@ -527,12 +539,15 @@ pub fn encode_reply(r: &Reply) -> Result<Vec<u8>, EncodeError> {
     let opts = m.opts_mut();
     opts.insert(DhcpOption::MessageType(mt));
     for (code, body) in &r.options {
+        if body.len() > 255 {
+            return Err(EncodeError::OptionTooLong(*code));
+        }
         opts.insert(DhcpOption::Unknown(UnknownOption::new(
             OptionCode::from(*code),
             body.clone(),
         )));
     }
-    m.to_vec().map_err(EncodeError)
+    m.to_vec().map_err(EncodeError::Codec)
 }
 
 /// Build a client DISCOVER (used by the rogue-server probe and by tests).
@@ -554,7 +569,7 @@ pub fn encode_discover(xid: u32, mac: Mac, broadcast: bool) -> Result<Vec<u8>, E
         OptionCode::SubnetMask,
         OptionCode::Router,
     ]));
-    m.to_vec().map_err(EncodeError)
+    m.to_vec().map_err(EncodeError::Codec)
 }
 
 /// Decode a reply this server produced (tests and tools): returns the dhcproto message.
@@ -736,5 +751,14 @@ mod tests {
         assert_eq!(m.opts().msg_type(), Some(MessageType::Offer));
         assert_eq!(raw_option(&raw, 175), Some(vec![176, 1, 1]));
         assert_eq!(raw_option(&raw, 54), Some(vec![10, 99, 0, 1]));
+        let mut long = r.clone();
+        long.options.push((67, vec![b'a'; 256]));
+        assert!(matches!(
+            encode_reply(&long),
+            Err(EncodeError::OptionTooLong(67))
+        ));
+        let mut long = r;
+        long.file = Some("f".repeat(128));
+        assert!(matches!(encode_reply(&long), Err(EncodeError::FileTooLong)));
     }
 }
