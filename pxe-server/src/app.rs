@@ -83,6 +83,12 @@ pub async fn prepare(cfg: &ServeConfig) -> Result<Arc<AppState>> {
         .assets
         .canonicalize()
         .with_context(|| format!("resolving the assets directory {}", cfg.assets.display()))?;
+    let known = store
+        .all_macs()
+        .await
+        .context("loading the inventory's MACs")?
+        .into_iter()
+        .collect();
     Ok(Arc::new(AppState {
         store,
         script: ScriptConfig {
@@ -96,5 +102,8 @@ pub async fn prepare(cfg: &ServeConfig) -> Result<Arc<AppState>> {
         operator_token,
         clock: now_ms,
         bind_tokens_to_leases: cfg.dhcp_mode == crate::config::DhcpMode::Full,
+        known_macs: std::sync::RwLock::new(known),
+        dhcp: (cfg.dhcp_mode != crate::config::DhcpMode::Off)
+            .then(|| Arc::new(crate::dhcp::DhcpShared::new())),
     }))
 }

@@ -3,7 +3,54 @@
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ServeConfig;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use crate::config::{DhcpMode, ServeConfig};
+
+/// The IPv4 address and netmask of `iface`.
+fn interface_ipv4(iface: &str) -> Result<(Ipv4Addr, Ipv4Addr)> {
+    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+    for a in addrs {
+        if a.interface_name != iface {
+            continue;
+        }
+        let ip = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .map(|s| s.ip());
+        let mask = a
+            .netmask
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .map(|s| s.ip());
+        if let (Some(ip), Some(mask)) = (ip, mask) {
+            return Ok((ip, mask));
+        }
+    }
+    anyhow::bail!("interface {iface:?} has no IPv4 address; the provisioning interface needs one")
+}
+
+/// Maps the operator configuration onto the DHCP service's.
+fn dhcp_config(cfg: &ServeConfig) -> Result<crate::dhcp::DhcpConfig> {
+    let iface = cfg.interface.as_deref().context("DHCP needs --interface")?;
+    let (server_ip, netmask) = interface_ipv4(iface)?;
+    let mode = match cfg.dhcp_mode {
+        DhcpMode::Full => crate::dhcp::DhcpMode::Full,
+        DhcpMode::Proxy => crate::dhcp::DhcpMode::Proxy,
+        DhcpMode::Off => crate::dhcp::DhcpMode::Off,
+    };
+    let (start, end) = cfg.dhcp_range.unwrap_or((server_ip, server_ip));
+    let mut d = crate::dhcp::DhcpConfig::new(mode, server_ip, start, end);
+    d.interface = Some(iface.to_owned());
+    d.netmask = netmask;
+    d.http_base = cfg.public_url.clone();
+    // The network's own routers own IPv6 in proxy mode; in full mode the appliance ends
+    // iPXE's IPv6 wait itself.
+    d.router_advertisements = mode == crate::dhcp::DhcpMode::Full;
+    Ok(d)
+}
 
 /// Runs the appliance described by `cfg` until a shutdown signal.
 pub async fn run(cfg: ServeConfig) -> Result<()> {
@@ -33,6 +80,32 @@ pub async fn run(cfg: ServeConfig) -> Result<()> {
             crate::tftp::serve(sock, cfg, stop)
                 .await
                 .context("TFTP service")
+        });
+    }
+    if cfg.dhcp_mode != DhcpMode::Off {
+        let dcfg = dhcp_config(&cfg)?;
+        let sockets = crate::dhcp::DhcpSockets::bind(&dcfg)
+            .with_context(|| format!("binding DHCP on {:?}", cfg.interface))?;
+        tracing::info!(mode = ?dcfg.mode, server = %dcfg.server_ip, interface = ?dcfg.interface,
+            range = %format!("{}-{}", dcfg.range_start, dcfg.range_end), "DHCP serving");
+        let store = Arc::new(state.store.clone());
+        let known_state = state.clone();
+        let known: Arc<dyn crate::dhcp::KnownClients> = Arc::new(move |mac: pxe_api::Mac| {
+            known_state
+                .known_macs
+                .read()
+                .map(|k| k.contains(&mac))
+                .unwrap_or(false)
+        });
+        let shared = state
+            .dhcp
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::dhcp::DhcpShared::new()));
+        let stop = shutdown.clone();
+        services.spawn(async move {
+            crate::dhcp::serve(sockets, dcfg, store, known, shared, stop)
+                .await
+                .context("DHCP service")
         });
     }
     let http_shutdown = shutdown.clone();

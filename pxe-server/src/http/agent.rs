@@ -280,6 +280,9 @@ pub(super) async fn register(
                 (state, id, true)
             }
         };
+        if let Ok(mut known) = st.known_macs.write() {
+            known.extend(macs.iter().copied());
+        }
         tracing::info!(machine = %id, identity = %ident.key, %state, created, "registered");
         let status = if created {
             StatusCode::CREATED

@@ -47,6 +47,11 @@ pub struct AppState {
     /// Serve a script carrying an agent token only to the address holding the MAC's DHCP lease
     /// (full DHCP mode: the appliance is the source of truth for who holds which address).
     pub bind_tokens_to_leases: bool,
+    /// MACs of registered machines, for the DHCP service's unknown-client share (kept in step
+    /// with registrations; loaded from the store at start).
+    pub known_macs: std::sync::RwLock<std::collections::HashSet<pxe_api::Mac>>,
+    /// DHCP counters and foreign servers seen, when DHCP runs.
+    pub dhcp: Option<Arc<crate::dhcp::DhcpShared>>,
 }
 
 /// Wall-clock Unix milliseconds.
@@ -172,6 +177,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(routes::HEALTHZ, get(|| async { "ok\n" }))
         .route(routes::OPENAPI, get(openapi))
+        .route("/api/v1/health", get(operator::health))
         .route(routes::BOOT_SCRIPT, get(boot::script))
         .route("/assets/{*path}", get(assets::serve))
         .merge(operator)

@@ -285,3 +285,55 @@ pub(super) async fn retire(
 ) -> Result<Json<MachineView>, ApiFailure> {
     simple(&st, &headers, &id, body, Action::Retire).await
 }
+
+/// `GET /api/v1/health`: the appliance's own view of itself, for operators and monitoring:
+/// machine counts per state, and DHCP counters with any foreign DHCP servers seen on the
+/// provisioning segment (two netboot servers on one segment silently misprovision machines).
+pub(super) async fn health(
+    State(st): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    use std::sync::atomic::Ordering::Relaxed;
+    authenticate(&st, &headers)?;
+    let machines = st.store.list_machines(None).await?;
+    let mut per_state = serde_json::Map::new();
+    for s in MachineState::ALL {
+        let n = machines.iter().filter(|m| m.state == s).count();
+        per_state.insert(s.as_str().to_owned(), n.into());
+    }
+    let dhcp = st.dhcp.as_ref().map(|d| {
+        let rogue: Vec<serde_json::Value> = d
+            .rogue
+            .servers()
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "server_id": r.server_id.to_string(),
+                    "proxy": r.proxy,
+                    "first_seen_ms": r.first_seen_ms,
+                    "last_seen_ms": r.last_seen_ms,
+                    "replies": r.count,
+                })
+            })
+            .collect();
+        let s = &d.stats;
+        serde_json::json!({
+            "received": s.received.load(Relaxed),
+            "offers": s.offers.load(Relaxed),
+            "acks": s.acks.load(Relaxed),
+            "naks": s.naks.load(Relaxed),
+            "malformed": s.malformed_total(),
+            "persist_failed": s.persist_failed.load(Relaxed),
+            "rogue_servers": rogue,
+        })
+    });
+    let rogue_seen = dhcp
+        .as_ref()
+        .and_then(|d| d["rogue_servers"].as_array().map(|a| !a.is_empty()))
+        .unwrap_or(false);
+    Ok(Json(serde_json::json!({
+        "status": if rogue_seen { "degraded" } else { "ok" },
+        "machines": per_state,
+        "dhcp": dhcp,
+    })))
+}

@@ -285,6 +285,19 @@ impl Store {
         row.as_ref().map(machine_from_row).transpose()
     }
 
+    /// Every MAC of every machine.
+    pub async fn all_macs(&self) -> Result<Vec<Mac>> {
+        let rows = sqlx::query("SELECT mac FROM machine_macs")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(q("all_macs"))?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>("mac").ok())
+            .filter_map(|m| m.parse().ok())
+            .collect())
+    }
+
     /// Ids of the machines owning any of `macs` (deduplicated, sorted).
     pub async fn mac_owners(&self, macs: &[Mac]) -> Result<Vec<String>> {
         let mut owners = Vec::new();
