@@ -66,11 +66,13 @@ fn bench(rest: &[String]) -> Result<()> {
         "tftp" => "tftp",
         other => bail!("unknown benchmark {other:?}: expected api or tftp"),
     };
-    util::run(
-        util::cargo()
-            .current_dir(&root)
-            .args(["bench", "-p", "pxe-server", "--bench", target]),
-    )
+    util::run(util::cargo().current_dir(&root).args([
+        "bench",
+        "-p",
+        "pxe-server",
+        "--bench",
+        target,
+    ]))
 }
 
 fn ci(_rest: &[String]) -> Result<()> {
@@ -89,19 +91,35 @@ fn ci(_rest: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    if util::have("cargo-nextest") {
-        util::run(util::cargo().current_dir(&root).args([
-            "nextest",
-            "run",
-            "--workspace",
-            "--no-fail-fast",
-        ]))?;
+    // The deployment artefacts the system tests boot (and their size budgets), then proof that
+    // the initramfs build is reproducible.
+    dist::run(&[])?;
+    initramfs::run(&[
+        "--check-reproducible".to_owned(),
+        "--out".to_owned(),
+        "target/repro".to_owned(),
+    ])?;
+    // In CI a system test that cannot run fails instead of skipping.
+    let vm_tests = std::env::var("RACKHAND_VM_TESTS").unwrap_or_else(|_| "1".into());
+    let test = if util::have("cargo-nextest") {
+        vec!["nextest", "run", "--workspace", "--no-fail-fast"]
     } else {
-        util::run(util::cargo().current_dir(&root).args([
-            "test",
-            "--workspace",
-            "--no-fail-fast",
-        ]))?;
-    }
-    Ok(())
+        vec!["test", "--workspace", "--no-fail-fast"]
+    };
+    let tests = util::run(
+        util::cargo()
+            .current_dir(&root)
+            .env("RACKHAND_VM_TESTS", vm_tests)
+            .args(&test),
+    );
+    // Whatever the outcome, nothing the tests started may be left behind.
+    let leaks = util::run(util::cargo().current_dir(&root).args([
+        "run",
+        "--quiet",
+        "-p",
+        "rackhand-tests",
+        "--bin",
+        "leak-check",
+    ]));
+    tests.and(leaks)
 }
