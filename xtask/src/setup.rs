@@ -20,10 +20,65 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "atftp",
     "tftp-hpa",
     "curl",
+    // System tests (tests/): firmware for QEMU VMs. QEMU itself: see `install_qemu`.
+    "seabios",
+    "ipxe-qemu",
+    "ovmf",
+];
+
+/// Debian packages only `cargo xtask bench boot-services` needs (the peers it measures).
+/// `atftpd` conflicts with `tftpd-hpa`, so [`bench_peers`] unpacks it instead.
+pub(crate) const BENCH_PACKAGES: &[&str] = &[
+    "kea-dhcp4-server",
+    "kea-admin",
+    "tftpd-hpa",
+    "dnsmasq-base",
+    "atftp",
+    "curl",
 ];
 
 pub(crate) fn run() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    apt_install(APT_PACKAGES)?;
+    install_qemu()?;
+    let targets = util::output(Command::new("rustup").args(["target", "list", "--installed"]))
+        .unwrap_or_default();
+    if !targets
+        .lines()
+        .any(|l| l.trim() == "x86_64-unknown-linux-musl")
+    {
+        util::run(Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]))?;
+    }
+    Ok(())
+}
+
+/// The boot-services benchmark's peers: [`BENCH_PACKAGES`] with apt (a package's postinst may
+/// try to start its service; the benchmark never talks to it), and atftpd unpacked with
+/// `apt-get download` + `dpkg -x` into `target/bench-peers/atftpd` (not installed).
+pub(crate) fn bench_peers() -> Result<()> {
+    apt_install(BENCH_PACKAGES)?;
+    let dir = util::workspace_root().join("target/bench-peers");
+    if dir.join("atftpd/usr/sbin/atftpd").exists() || std::path::Path::new("/usr/sbin/atftpd").exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)?;
+    util::run(
+        Command::new("apt-get")
+            .current_dir(&dir)
+            .args(["download", "atftpd"]),
+    )?;
+    let deb = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("atftpd_") && n.ends_with(".deb"))
+        })
+        .ok_or_else(|| anyhow::anyhow!("apt-get download atftpd left no .deb in {}", dir.display()))?;
+    util::run(Command::new("dpkg").arg("-x").arg(&deb).arg(dir.join("atftpd")))
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !dpkg_installed(p))
@@ -42,14 +97,6 @@ pub(crate) fn run() -> Result<()> {
                 .args(&missing),
         )?;
     }
-    let targets = util::output(Command::new("rustup").args(["target", "list", "--installed"]))
-        .unwrap_or_default();
-    if !targets
-        .lines()
-        .any(|l| l.trim() == "x86_64-unknown-linux-musl")
-    {
-        util::run(Command::new("rustup").args(["target", "add", "x86_64-unknown-linux-musl"]))?;
-    }
     Ok(())
 }
 
@@ -67,4 +114,46 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// QEMU for the system tests (`tests/`): `qemu-system-x86` plus `qemu-utils` (qemu-img) of
+/// the *same* version, with `--allow-downgrades`. A plain install would silently remove a
+/// newer preinstalled qemu-utils (bookworm-backports' 10.x Breaks qemu-system-common << 8;
+/// shared research, qemu-netboot pitfall 1). Does nothing when both are installed.
+fn install_qemu() -> Result<()> {
+    if dpkg_installed("qemu-system-x86") && dpkg_installed("qemu-utils") {
+        return Ok(());
+    }
+    if !is_root() {
+        anyhow::bail!(
+            "missing qemu-system-x86 or qemu-utils; run `cargo xtask setup` as root or install them"
+        );
+    }
+    util::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    let version = if dpkg_installed("qemu-system-x86") {
+        util::output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "qemu-system-x86"]))?
+    } else {
+        let policy = util::output(Command::new("apt-cache").args(["policy", "qemu-system-x86"]))?;
+        policy
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Candidate:"))
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "(none)")
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("apt has no candidate for qemu-system-x86"))?
+    };
+    let version = version.trim();
+    util::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "--allow-downgrades",
+            ])
+            .arg(format!("qemu-system-x86={version}"))
+            .arg(format!("qemu-utils={version}")),
+    )
 }

@@ -1,0 +1,10 @@
+//! rackhand system tests: network namespaces, QEMU and the real `pxe-server`.
+//!
+//! Each test is gated (see `rackhand_tests::gate`): without root, QEMU or `target/dist` it
+//! prints a SKIP line and passes, unless `RACKHAND_VM_TESTS=1`, which makes it fail.
+//! Timings are printed to stderr past the output capture.
+
+mod appliance;
+mod e2e;
+mod framework;
+mod smoke;
