@@ -7,8 +7,9 @@
 //!   test. `.ci/run` calls exactly this.
 //! - `initramfs`: the agent's kernel and initramfs (see `initramfs.rs`).
 //! - `dist`: everything a deployment needs, with a manifest (see `dist.rs`).
-//! - `bench api|tftp`: the benchmarks, printing figures beside their peers.
+//! - `bench api|tftp|boot-services`: the benchmarks, printing figures beside their peers.
 
+mod demo;
 mod dist;
 mod elf;
 mod initramfs;
@@ -37,6 +38,7 @@ fn real_main() -> Result<()> {
         "initramfs" => initramfs::run(rest),
         "dist" => dist::run(rest),
         "bench" => bench(rest),
+        "demo" => demo::run(rest),
         "help" | "--help" | "-h" => {
             println!("{}", HELP.trim());
             Ok(())
@@ -54,8 +56,11 @@ cargo xtask <command>
            build pxeimage (musl, static) and write vmlinuz + pxeimage.initramfs
   dist [--out DIR] [--agent FILE]
            initramfs, pxe-server, iPXE binaries and manifest.json in target/dist/
-  bench api|tftp
+  demo     setup, dist, then netboot a QEMU machine from the appliance in a private
+           network namespace and show it registering, with a timeline
+  bench api|tftp|boot-services
            benchmarks (release builds); print figures, assert nothing about speed
+           (boot-services: as root; installs its peers with apt first)
 ";
 
 fn bench(rest: &[String]) -> Result<()> {
@@ -64,7 +69,12 @@ fn bench(rest: &[String]) -> Result<()> {
     let target = match which {
         "api" => "api",
         "tftp" => "tftp",
-        other => bail!("unknown benchmark {other:?}: expected api or tftp"),
+        "boot-services" => {
+            // Peers (Kea, perfdhcp, tftpd-hpa, atftpd, dnsmasq) only this benchmark needs.
+            setup::bench_peers()?;
+            "boot_services"
+        }
+        other => bail!("unknown benchmark {other:?}: expected api, tftp or boot-services"),
     };
     util::run(util::cargo().current_dir(&root).args([
         "bench",

@@ -57,7 +57,9 @@ pub(crate) fn run() -> Result<()> {
 pub(crate) fn bench_peers() -> Result<()> {
     apt_install(BENCH_PACKAGES)?;
     let dir = util::workspace_root().join("target/bench-peers");
-    if dir.join("atftpd/usr/sbin/atftpd").exists() || std::path::Path::new("/usr/sbin/atftpd").exists() {
+    if dir.join("atftpd/usr/sbin/atftpd").exists()
+        || std::path::Path::new("/usr/sbin/atftpd").exists()
+    {
         return Ok(());
     }
     std::fs::create_dir_all(&dir)?;
@@ -73,8 +75,15 @@ pub(crate) fn bench_peers() -> Result<()> {
                 .and_then(|n| n.to_str())
                 .is_some_and(|n| n.starts_with("atftpd_") && n.ends_with(".deb"))
         })
-        .ok_or_else(|| anyhow::anyhow!("apt-get download atftpd left no .deb in {}", dir.display()))?;
-    util::run(Command::new("dpkg").arg("-x").arg(&deb).arg(dir.join("atftpd")))
+        .ok_or_else(|| {
+            anyhow::anyhow!("apt-get download atftpd left no .deb in {}", dir.display())
+        })?;
+    util::run(
+        Command::new("dpkg")
+            .arg("-x")
+            .arg(&deb)
+            .arg(dir.join("atftpd")),
+    )
 }
 
 fn apt_install(packages: &[&str]) -> Result<()> {
