@@ -9,6 +9,7 @@
 //! - `dist`: everything a deployment needs, with a manifest (see `dist.rs`).
 //! - `bench api|tftp|boot-services`: the benchmarks, printing figures beside their peers.
 
+mod check;
 mod demo;
 mod dist;
 mod elf;
@@ -39,6 +40,7 @@ fn real_main() -> Result<()> {
         "dist" => dist::run(rest),
         "bench" => bench(rest),
         "demo" => demo::run(rest),
+        "check-workspace" => check::run(),
         "help" | "--help" | "-h" => {
             println!("{}", HELP.trim());
             Ok(())
@@ -56,6 +58,8 @@ cargo xtask <command>
            build pxeimage (musl, static) and write vmlinuz + pxeimage.initramfs
   dist [--out DIR] [--agent FILE]
            initramfs, pxe-server, iPXE binaries and manifest.json in target/dist/
+  check-workspace
+           lint inheritance and the allowed dependency edges between crates
   demo     setup, dist, then netboot a QEMU machine from the appliance in a private
            network namespace and show it registering, with a timeline
   bench api|tftp|boot-services
@@ -93,6 +97,7 @@ fn ci(_rest: &[String]) -> Result<()> {
             .current_dir(&root)
             .args(["fmt", "--all", "--check"]),
     )?;
+    check::run()?;
     util::run(util::cargo().current_dir(&root).args([
         "clippy",
         "--workspace",
