@@ -32,6 +32,11 @@ mod tests {
             r#"{"order":"install","snapshot":"debian-12","url":"/assets/snapshots/debian-12"}"#
         );
         let w: Order = serde_json::from_str(r#"{"order":"wait","retry_after_secs":5}"#).unwrap();
-        assert_eq!(w, Order::Wait { retry_after_secs: 5 });
+        assert_eq!(
+            w,
+            Order::Wait {
+                retry_after_secs: 5
+            }
+        );
     }
 }
