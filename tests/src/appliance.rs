@@ -207,18 +207,55 @@ impl<'ns> Appliance<'ns> {
 
     /// `GET <url><path>` with curl inside the namespace; no proxy, 10 s bound.
     pub fn get(&self, path: &str) -> Result<HttpReply> {
+        self.curl(&[], path)
+    }
+
+    /// `POST <url><path>` with a JSON body and the operator bearer token (read from
+    /// `operator.token` in the data directory and handed to curl in a header file, so it does
+    /// not show up in the process list).
+    pub fn operator_post(&self, path: &str, body: &serde_json::Value) -> Result<HttpReply> {
+        let token_file = self.data_dir.join("operator.token");
+        let token = std::fs::read_to_string(&token_file)
+            .map_err(|e| Error::io("reading", &token_file, e))?;
+        let header_file = self.data_dir.join("operator.curl-header");
+        std::fs::write(
+            &header_file,
+            format!("Authorization: Bearer {}\n", token.trim()),
+        )
+        .map_err(|e| Error::io("writing", &header_file, e))?;
+        let reply = self.curl(
+            &[
+                "-X".into(),
+                "POST".into(),
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "-H".into(),
+                format!("@{}", header_file.display()),
+                "--data-binary".into(),
+                body.to_string(),
+            ],
+            path,
+        );
+        let _ = std::fs::remove_file(&header_file);
+        reply
+    }
+
+    /// curl inside the namespace with extra arguments; returns status and body.
+    fn curl(&self, extra: &[String], path: &str) -> Result<HttpReply> {
         let marker = "\nrackhand-http-status:";
         let out = self.ns.exec_ok(
-            &NsCommand::new("curl").args([
-                "-sS",
-                "--noproxy",
-                "*",
-                "--max-time",
-                "10",
-                "-w",
-                &format!("{marker}%{{http_code}}"),
-                &format!("{}{path}", self.url),
-            ]),
+            &NsCommand::new("curl")
+                .args([
+                    "-sS",
+                    "--noproxy",
+                    "*",
+                    "--max-time",
+                    "10",
+                    "-w",
+                    &format!("{marker}%{{http_code}}"),
+                ])
+                .args(extra)
+                .arg(format!("{}{path}", self.url)),
             CALL_TIMEOUT,
         )?;
         let (body, status) = out.rsplit_once(marker).ok_or_else(|| {
@@ -235,6 +272,19 @@ impl<'ns> Appliance<'ns> {
             status,
             body: body.to_owned(),
         })
+    }
+
+    /// Runs `pxe-server <args> --api <url> --data-dir <data dir>` inside the namespace (the
+    /// operator CLI, e.g. `["machine", "list"]`); returns its stdout, fails unless it exits 0.
+    pub fn cli(&self, args: &[&str]) -> Result<String> {
+        self.ns.exec_ok(
+            &NsCommand::new(&self.binary)
+                .args(args)
+                .args(["--api", &self.url, "--data-dir"])
+                .arg(&self.data_dir)
+                .env("NO_COLOR", "1"),
+            CALL_TIMEOUT,
+        )
     }
 
     /// Every machine, via `pxe-server machine list --json` run inside the namespace.

@@ -15,6 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pxe_api::Mac;
@@ -24,7 +25,7 @@ use crate::netns::{Netns, NsCommand, ProcId};
 use crate::paths;
 use crate::proc;
 use crate::serial::{Abort, Console, TAIL_LINES, tail_lines};
-use crate::slots::{self, VmSlot};
+use crate::slots::{self, HostReservation, VmSlot};
 
 /// How long [`VmBuilder::start`] waits for a free VM slot.
 pub const SLOT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -83,6 +84,18 @@ struct DiskSpec {
     size_bytes: u64,
     format: DiskFormat,
     serial: Option<String>,
+    /// An image that already exists (kept as it is, not created): see
+    /// [`VmBuilder::existing_disk`].
+    existing: Option<PathBuf>,
+}
+
+/// A Linux kernel booted directly by QEMU (`-kernel`, `-initrd`, `-append`), no firmware
+/// netboot.
+#[derive(Debug, Clone)]
+struct DirectKernel {
+    kernel: PathBuf,
+    initrd: PathBuf,
+    append: String,
 }
 
 /// The files of one VM inside its work directory.
@@ -129,6 +142,7 @@ pub struct VmBuilder {
     no_reboot: bool,
     qmp: bool,
     boot_network: bool,
+    direct_kernel: Option<DirectKernel>,
     fail_patterns: Vec<String>,
 }
 
@@ -156,6 +170,7 @@ impl VmBuilder {
             no_reboot: true,
             qmp: false,
             boot_network: true,
+            direct_kernel: None,
             fail_patterns: DEFAULT_FAIL_PATTERNS
                 .iter()
                 .map(|p| (*p).to_owned())
@@ -202,6 +217,31 @@ impl VmBuilder {
             size_bytes,
             format,
             serial: serial.map(str::to_owned),
+            existing: None,
+        });
+        self
+    }
+
+    /// A virtio-blk disk backed by an image that already exists (e.g. the disk of an earlier
+    /// VM of the same test, to "reboot" a machine): it is used as it is, never created or
+    /// truncated. Its size is read when the VM starts.
+    pub fn existing_disk(mut self, path: &Path, format: DiskFormat, serial: Option<&str>) -> Self {
+        self.disks.push(DiskSpec {
+            size_bytes: 0,
+            format,
+            serial: serial.map(str::to_owned),
+            existing: Some(path.to_path_buf()),
+        });
+        self
+    }
+
+    /// Boot this kernel and initramfs directly (`-kernel`, `-initrd`, `-append`) instead of
+    /// netbooting through firmware: SeaBIOS only runs QEMU's linuxboot ROM.
+    pub fn direct_kernel(mut self, kernel: &Path, initrd: &Path, append: &str) -> Self {
+        self.direct_kernel = Some(DirectKernel {
+            kernel: kernel.to_path_buf(),
+            initrd: initrd.to_path_buf(),
+            append: append.to_owned(),
         });
         self
     }
@@ -254,8 +294,10 @@ impl VmBuilder {
         if !(1..=8).contains(&self.cpus) {
             return bad("vCPUs", &self.cpus.to_string());
         }
+        // Spaces are allowed: vendors' placeholders ("To be filled by O.E.M.") contain them,
+        // and each QEMU argument is one argv word. A ',' would start another option.
         if let Some(s) = &self.smbios_serial
-            && !ident(s, 64, &['_', '.'])
+            && (!ident(s, 64, &['_', '.', ' ']) || s.trim() != s)
         {
             return bad("SMBIOS serial", s);
         }
@@ -277,8 +319,28 @@ impl VmBuilder {
                 return bad("NIC MAC (must be unicast)", &n.mac.to_string());
             }
         }
+        if let Some(k) = &self.direct_kernel {
+            if self.firmware.is_uefi() {
+                return bad(
+                    "direct kernel boot with firmware",
+                    &format!("{:?}", self.firmware),
+                );
+            }
+            for p in [&k.kernel, &k.initrd] {
+                if p.to_string_lossy().contains(',') {
+                    return bad("path for QEMU (contains ',')", &p.display().to_string());
+                }
+            }
+            if k.append.len() > 2048 || k.append.chars().any(|c| c.is_control()) {
+                return bad("kernel command line", &k.append);
+            }
+        }
         for d in &self.disks {
-            if d.size_bytes == 0 || d.size_bytes % 512 != 0 {
+            if d.existing.is_some() {
+                if d.size_bytes != 0 {
+                    return bad("existing disk with a size", &d.size_bytes.to_string());
+                }
+            } else if d.size_bytes == 0 || d.size_bytes % 512 != 0 {
                 return bad(
                     "disk size (a non-zero multiple of 512)",
                     &d.size_bytes.to_string(),
@@ -361,32 +423,65 @@ impl VmBuilder {
             }
             push(&["-device", &dev]);
         }
+        if let Some(k) = &self.direct_kernel {
+            push(&[
+                "-kernel",
+                &k.kernel.display().to_string(),
+                "-initrd",
+                &k.initrd.display().to_string(),
+                "-append",
+                &k.append,
+            ]);
+        }
         for (i, n) in self.nics.iter().enumerate() {
             push(&[
                 "-netdev",
                 &format!("tap,id=net{i},ifname={},script=no,downscript=no", n.tap),
             ]);
             let mut dev = format!("virtio-net-pci,netdev=net{i},mac={}", n.mac);
-            if self.firmware.firmware_netboot() {
-                // Pitfall 5: without a ROM, OVMF's own PXE/HTTP stack drives the NIC.
+            if self.firmware.firmware_netboot() || self.direct_kernel.is_some() {
+                // Pitfall 5: without a ROM, OVMF's own PXE/HTTP stack drives the NIC. A
+                // directly booted kernel needs no network boot ROM at all.
                 dev.push_str(",romfile=");
             }
             push(&["-device", &dev]);
         }
-        push(&[
-            "-boot",
-            if self.boot_network {
-                "order=n"
-            } else {
-                "order=cn"
-            },
-        ]);
+        if self.direct_kernel.is_none() {
+            push(&[
+                "-boot",
+                if self.boot_network {
+                    "order=n"
+                } else {
+                    "order=cn"
+                },
+            ]);
+        }
         a
     }
 
     /// Creates the disks (and the OVMF variable copy) in `dir`, takes a VM slot, and starts
     /// QEMU inside `ns`.
     pub fn start<'ns>(self, ns: &'ns Netns, dir: &Path) -> Result<Vm<'ns>> {
+        self.start_with(ns, dir, None)
+    }
+
+    /// Like [`VmBuilder::start`], but the VM runs under a [`HostReservation`] (every slot of
+    /// the host, held by this test) instead of taking a slot of its own.
+    pub fn start_reserved<'ns>(
+        self,
+        ns: &'ns Netns,
+        dir: &Path,
+        reservation: &Arc<HostReservation>,
+    ) -> Result<Vm<'ns>> {
+        self.start_with(ns, dir, Some(reservation))
+    }
+
+    fn start_with<'ns>(
+        self,
+        ns: &'ns Netns,
+        dir: &Path,
+        reservation: Option<&Arc<HostReservation>>,
+    ) -> Result<Vm<'ns>> {
         self.validate()?;
         for n in &self.nics {
             if !ns.taps().contains(&n.tap) {
@@ -397,7 +492,18 @@ impl VmBuilder {
                 )));
             }
         }
-        let files = VmFiles::in_dir(dir, &self.name, self.disks.len());
+        let mut files = VmFiles::in_dir(dir, &self.name, self.disks.len());
+        for (d, path) in self.disks.iter().zip(files.disks.iter_mut()) {
+            if let Some(existing) = &d.existing {
+                if !existing.is_file() {
+                    return Err(Error::Invalid(format!(
+                        "existing disk {} is not a file",
+                        existing.display()
+                    )));
+                }
+                path.clone_from(existing);
+            }
+        }
         // Paths go into QEMU option strings (',' separates options); a unix socket path
         // must fit in sun_path (108 bytes with the NUL).
         let all = [&files.serial_log, &files.ovmf_vars, &files.qmp]
@@ -413,7 +519,9 @@ impl VmBuilder {
             }
         }
         for (d, path) in self.disks.iter().zip(&files.disks) {
-            create_disk(path, d.size_bytes, d.format)?;
+            if d.existing.is_none() {
+                create_disk(path, d.size_bytes, d.format)?;
+            }
         }
         if self.firmware.is_uefi() {
             std::fs::copy(paths::OVMF_VARS, &files.ovmf_vars)
@@ -421,7 +529,13 @@ impl VmBuilder {
         }
         let qemu = paths::which("qemu-system-x86_64")
             .ok_or_else(|| Error::Invalid("qemu-system-x86_64 not found on PATH".into()))?;
-        let slot = slots::acquire(SLOT_TIMEOUT)?;
+        let slot = match reservation {
+            Some(r) => {
+                r.enter()?;
+                SlotHold::Shared(Arc::clone(r))
+            }
+            None => SlotHold::Own(slots::acquire(SLOT_TIMEOUT)?),
+        };
         let args = self.args(&files);
         let started = Instant::now();
         let proc = ns.spawn(
@@ -460,6 +574,32 @@ fn create_disk(path: &Path, size: u64, format: DiskFormat) -> Result<()> {
     Ok(())
 }
 
+/// How a running VM holds its place on the host.
+#[derive(Debug)]
+enum SlotHold {
+    /// A slot of its own.
+    Own(VmSlot),
+    /// A share of a reservation of every slot.
+    Shared(Arc<HostReservation>),
+}
+
+impl SlotHold {
+    fn waited(&self) -> Duration {
+        match self {
+            SlotHold::Own(s) => s.waited(),
+            SlotHold::Shared(r) => r.waited(),
+        }
+    }
+}
+
+impl Drop for SlotHold {
+    fn drop(&mut self) {
+        if let SlotHold::Shared(r) = self {
+            r.leave();
+        }
+    }
+}
+
 /// A running QEMU machine. Dropping it stops QEMU.
 #[derive(Debug)]
 pub struct Vm<'ns> {
@@ -470,7 +610,7 @@ pub struct Vm<'ns> {
     console: Console,
     files: VmFiles,
     started: Instant,
-    slot: VmSlot,
+    slot: SlotHold,
 }
 
 impl Vm<'_> {
@@ -579,6 +719,7 @@ impl Vm<'_> {
 impl Drop for Vm<'_> {
     fn drop(&mut self) {
         let _ = self.ns.stop(self.proc);
+        // `slot` is dropped after this, i.e. after QEMU has stopped.
     }
 }
 
@@ -688,12 +829,60 @@ mod tests {
     }
 
     #[test]
+    fn direct_kernel_and_existing_disk_command_line() {
+        let b = VmBuilder::new("vm1")
+            .nic("rhtap0", test_mac(0, 1))
+            .existing_disk(Path::new("/w/old.img"), DiskFormat::Raw, None)
+            .smbios_serial("To be filled by O.E.M.")
+            .direct_kernel(
+                Path::new("/d/vmlinuz"),
+                Path::new("/d/initrd"),
+                "rackhand.url=http://10.99.0.1:8080 ip=10.99.0.50::10.99.0.1:255.255.255.0::::",
+            );
+        b.validate().unwrap();
+        let mut f = files();
+        f.disks = vec![PathBuf::from("/w/old.img")];
+        let a = b.args(&f);
+        assert!(has_pair(&a, "-kernel", "/d/vmlinuz"));
+        assert!(has_pair(&a, "-initrd", "/d/initrd"));
+        assert!(has_pair(
+            &a,
+            "-append",
+            "rackhand.url=http://10.99.0.1:8080 ip=10.99.0.50::10.99.0.1:255.255.255.0::::"
+        ));
+        assert!(has_pair(
+            &a,
+            "-smbios",
+            "type=1,manufacturer=rackhand,product=TestVM,serial=To be filled by O.E.M."
+        ));
+        assert!(has_pair(
+            &a,
+            "-drive",
+            "file=/w/old.img,if=none,id=disk0,format=raw"
+        ));
+        // No network boot: no boot order, no NIC ROM.
+        assert!(!a.iter().any(|x| x == "-boot"));
+        assert!(has_pair(
+            &a,
+            "-device",
+            "virtio-net-pci,netdev=net0,mac=52:54:00:99:00:01,romfile="
+        ));
+    }
+
+    #[test]
     fn validate_rejects_values_that_would_inject_qemu_options() {
         let ok = || VmBuilder::new("vm1").nic("rhtap0", test_mac(0, 1));
         ok().validate().unwrap();
         let cases = [
             ok().smbios_serial("A,serial=B"),
             ok().smbios_serial(""),
+            ok().smbios_serial(" padded"),
+            ok().existing_disk(Path::new("/w/a.img"), DiskFormat::Raw, None)
+                .disk(0, DiskFormat::Raw, None),
+            ok().direct_kernel(Path::new("/a,b"), Path::new("/i"), "x"),
+            ok().direct_kernel(Path::new("/k"), Path::new("/i"), "a\nb"),
+            ok().firmware(Firmware::UefiPxe)
+                .direct_kernel(Path::new("/k"), Path::new("/i"), "x"),
             ok().uuid("not-a-uuid"),
             ok().uuid("5e1ec7ed-0000-4000-8000-52540099000g"),
             ok().nic("tap,x", test_mac(0, 2)),

@@ -4,7 +4,10 @@
 //! prints a SKIP line and passes, unless `RACKHAND_VM_TESTS=1`, which makes it fail.
 //! Timings are printed to stderr past the output capture.
 
+mod agent_boot;
 mod appliance;
 mod e2e;
 mod framework;
+mod scenarios;
 mod smoke;
+mod support;
