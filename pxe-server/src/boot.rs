@@ -150,13 +150,14 @@ pub fn console_text(s: &str) -> String {
 }
 
 /// The script `GET /boot.ipxe` returns when iPXE did not say who it is: it asks again with its
-/// facts. Everything in it is iPXE's own expansion syntax, nothing from a client.
+/// facts. Everything in it is iPXE's own expansion syntax, nothing from a client. `netX` is
+/// iPXE's name for the network device it booted from, which need not be `net0`.
 pub fn render_chain(cfg: &ScriptConfig) -> String {
     format!(
         "#!ipxe\n\
          # rackhand: identify and ask again\n\
          :retry\n\
-         chain --replace --autofree {base}/boot.ipxe?mac=${{mac:hexhyp}}&platform=${{platform}}&buildarch=${{buildarch}}&serial=${{serial:uristring}}&uuid=${{uuid}} || goto failed\n\
+         chain --replace --autofree {base}/boot.ipxe?mac=${{netX/mac:hexhyp}}&platform=${{platform}}&buildarch=${{buildarch}}&serial=${{serial:uristring}}&uuid=${{uuid}} || goto failed\n\
          :failed\n\
          echo rackhand: could not reach the appliance, retrying in 10 s\n\
          sleep 10\n\
@@ -197,7 +198,7 @@ pub fn render(
                 "#!ipxe\n\
                  # rackhand: {mac} boots the agent ({purpose})\n\
                  echo rackhand: {mac}: booting the agent ({purpose})\n\
-                 kernel {base}/assets/{kernel} initrd={initrd} rackhand.url={base} rackhand.token={token} BOOTIF=01-{hyp} ip=${{ip}}::${{gateway}}:${{netmask}}::::{extra} || goto failed\n\
+                 kernel {base}/assets/{kernel} initrd={initrd} rackhand.url={base} rackhand.token={token} BOOTIF=01-{hyp} ip=${{netX/ip}}::${{netX/gateway}}:${{netX/netmask}}::::{extra} || goto failed\n\
                  initrd {base}/assets/{initrd} || goto failed\n\
                  boot || goto failed\n\
                  :failed\n\
@@ -308,7 +309,7 @@ mod tests {
         let want = "#!ipxe
 # rackhand: 52:54:00:99:00:01 boots the agent (discover)
 echo rackhand: 52:54:00:99:00:01: booting the agent (discover)
-kernel http://10.99.0.1:8080/assets/vmlinuz initrd=pxeimage.initramfs rackhand.url=http://10.99.0.1:8080 rackhand.token=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff BOOTIF=01-52-54-00-99-00-01 ip=${ip}::${gateway}:${netmask}:::: console=ttyS0,115200n8 quiet panic=-1 || goto failed
+kernel http://10.99.0.1:8080/assets/vmlinuz initrd=pxeimage.initramfs rackhand.url=http://10.99.0.1:8080 rackhand.token=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff BOOTIF=01-52-54-00-99-00-01 ip=${netX/ip}::${netX/gateway}:${netX/netmask}:::: console=ttyS0,115200n8 quiet panic=-1 || goto failed
 initrd http://10.99.0.1:8080/assets/pxeimage.initramfs || goto failed
 boot || goto failed
 :failed
@@ -405,6 +406,6 @@ chain --replace --autofree http://10.99.0.1:8080/boot.ipxe?mac=52-54-00-99-00-01
     fn chain_script_uses_only_ipxe_expansions() {
         let s = render_chain(&cfg());
         assert!(s.starts_with("#!ipxe\n"));
-        assert!(s.contains("boot.ipxe?mac=${mac:hexhyp}&platform=${platform}"));
+        assert!(s.contains("boot.ipxe?mac=${netX/mac:hexhyp}&platform=${platform}"));
     }
 }

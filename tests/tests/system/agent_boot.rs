@@ -25,8 +25,8 @@ const OUTAGE: Duration = Duration::from_secs(20);
 /// The agent's console line for a failed registration attempt (`pxeimage/src/agent.rs`).
 const REGISTER_RETRY: &str = "rackhand: WARN register:";
 
-/// The kernel arguments of the `kernel` line of a boot script, with iPXE's `${ip}`,
-/// `${gateway}` and `${netmask}` replaced by a static configuration. Pure.
+/// The kernel arguments of the `kernel` line of a boot script, with iPXE's `${netX/ip}`,
+/// `${netX/gateway}` and `${netX/netmask}` replaced by a static configuration. Pure.
 fn kernel_cmdline(script: &str) -> Option<String> {
     let line = script
         .lines()
@@ -42,9 +42,9 @@ fn kernel_cmdline(script: &str) -> Option<String> {
     let args: Vec<&str> = words.collect();
     let cmdline = args
         .join(" ")
-        .replace("${ip}", VM_IP)
-        .replace("${gateway}", GATEWAY)
-        .replace("${netmask}", NETMASK);
+        .replace("${netX/ip}", VM_IP)
+        .replace("${netX/gateway}", GATEWAY)
+        .replace("${netX/netmask}", NETMASK);
     (!cmdline.contains("${")).then_some(cmdline)
 }
 
@@ -239,7 +239,7 @@ fn agent_registers_after_the_appliance_comes_back() -> Result<()> {
 fn kernel_cmdline_takes_the_kernel_arguments_and_fills_in_the_address() {
     let script = "#!ipxe\n\
         echo rackhand: 52:54:00:99:70:01: booting the agent (discover)\n\
-        kernel http://10.99.0.1:8080/assets/vmlinuz initrd=pxeimage.initramfs rackhand.url=http://10.99.0.1:8080 rackhand.token=ab BOOTIF=01-52-54-00-99-70-01 ip=${ip}::${gateway}:${netmask}:::: console=ttyS0 || goto failed\n\
+        kernel http://10.99.0.1:8080/assets/vmlinuz initrd=pxeimage.initramfs rackhand.url=http://10.99.0.1:8080 rackhand.token=ab BOOTIF=01-52-54-00-99-70-01 ip=${netX/ip}::${netX/gateway}:${netX/netmask}:::: console=ttyS0 || goto failed\n\
         initrd http://10.99.0.1:8080/assets/pxeimage.initramfs || goto failed\n";
     assert_eq!(
         kernel_cmdline(script).as_deref(),
