@@ -18,13 +18,14 @@
 //! * Offers are held in memory only (for `offer_hold_ms`); a binding is persisted before its
 //!   ACK is sent.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
 use pxe_api::Mac;
 
+use super::addrset::AddrSet;
 use super::config::Policy;
 
 /// State of a lease record. Stored as the lower-case name.
@@ -193,19 +194,85 @@ impl ExpirySet {
     }
 }
 
+/// An ordered index `(key, address)` with the key each address is filed under, so an entry
+/// can be moved or dropped knowing only the address.
+#[derive(Debug, Default, Clone)]
+struct KeyedIndex {
+    ordered: BTreeSet<(i64, Ipv4Addr)>,
+    key_of: HashMap<Ipv4Addr, i64>,
+}
+
+impl KeyedIndex {
+    /// File `ip` under `key`, or drop it (`None`).
+    fn set(&mut self, ip: Ipv4Addr, key: Option<i64>) {
+        if self.key_of.get(&ip).copied() == key {
+            return;
+        }
+        if let Some(old) = self.key_of.remove(&ip) {
+            self.ordered.remove(&(old, ip));
+        }
+        if let Some(k) = key {
+            self.key_of.insert(ip, k);
+            self.ordered.insert((k, ip));
+        }
+    }
+}
+
+/// What one persisted change overwrote in the table, so [`LeaseTable::revert`] can put it
+/// back when the write fails. Produced by [`LeaseTable::apply_tracked`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undo {
+    macs: Vec<MacState>,
+    quarantine: Option<(Ipv4Addr, Option<i64>)>,
+}
+
+/// Everything the table keeps per MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MacState {
+    mac: Mac,
+    record: Option<Lease>,
+    hold: Option<(Ipv4Addr, i64)>,
+    unknown: Option<i64>,
+}
+
 /// The in-memory lease table. `decide` only reads it; the service applies [`LeaseOp`]s.
+///
+/// Allocation does not walk the range: besides the records, holds and quarantine it keeps
+/// (a) the set of addresses that have any of those ([`AddrSet`], whose first gap after the
+/// range start is the lowest never-used address), (b) the records that can no longer be live
+/// and whose address is neither held nor quarantined, ordered by last change (the
+/// "longest unused" candidates), and (c) the possibly-live records and the holds and
+/// quarantine entries ordered by expiry. Entries that expired since the last [`prune`] are
+/// looked at one by one, so the service prunes often and keeps that set small.
+///
+/// [`prune`]: LeaseTable::prune
 #[derive(Debug, Default, Clone)]
 pub struct LeaseTable {
     by_mac: HashMap<Mac, Lease>,
-    by_ip: BTreeMap<Ipv4Addr, Mac>,
+    by_ip: HashMap<Ipv4Addr, Mac>,
     /// Quarantined addresses → end of probation (kept even after the declining MAC moves on).
-    quarantine: BTreeMap<Ipv4Addr, i64>,
+    quarantine: HashMap<Ipv4Addr, i64>,
+    quarantine_by_expiry: BTreeSet<(i64, Ipv4Addr)>,
     /// Live leases and offer holds of unknown clients, to bound their share.
     unknown: ExpirySet,
     /// Offer holds: MAC → (address, end of hold).
     holds: HashMap<Mac, (Ipv4Addr, i64)>,
+    holds_by_expiry: BTreeSet<(i64, Mac)>,
     /// Offer holds by address.
     held_ips: HashMap<Ipv4Addr, Mac>,
+    /// Addresses with a record, a hold or a quarantine entry.
+    used: AddrSet,
+    /// Records that cannot be live at or after `pruned_at` and whose address is neither held
+    /// nor quarantined, by `updated_at_ms`.
+    idle: KeyedIndex,
+    /// Offered/bound records not yet seen expired by `prune`, by `expires_at_ms`.
+    live: KeyedIndex,
+    /// The latest `now_ms` given to `prune`.
+    pruned_at: Option<i64>,
+}
+
+fn can_be_live(state: LeaseState) -> bool {
+    matches!(state, LeaseState::Offered | LeaseState::Bound)
 }
 
 impl LeaseTable {
@@ -284,8 +351,7 @@ impl LeaseTable {
                 if let Some(other) = self.held_ips.get(ip).copied() {
                     self.drop_hold(other);
                 }
-                self.holds.insert(*mac, (*ip, *until_ms));
-                self.held_ips.insert(*ip, *mac);
+                self.insert_hold(*mac, *ip, *until_ms);
                 if !known {
                     self.unknown.extend(*mac, *until_ms);
                 }
@@ -300,24 +366,114 @@ impl LeaseTable {
                     self.remove(other);
                 }
                 if l.state == LeaseState::Declined {
-                    let until = self.quarantine.entry(l.ip).or_insert(l.expires_at_ms);
-                    *until = (*until).max(l.expires_at_ms);
+                    let until = self
+                        .quarantine
+                        .get(&l.ip)
+                        .map_or(l.expires_at_ms, |u| (*u).max(l.expires_at_ms));
+                    self.set_quarantine(l.ip, Some(until));
                 }
-                if !known && matches!(l.state, LeaseState::Offered | LeaseState::Bound) {
+                if !known && can_be_live(l.state) {
                     self.unknown.set(l.mac, l.expires_at_ms);
                 }
                 self.by_ip.insert(l.ip, l.mac);
                 self.by_mac.insert(l.mac, l.clone());
+                self.sync(l.ip);
             }
         }
     }
 
-    fn drop_hold(&mut self, mac: Mac) {
-        if let Some((ip, _)) = self.holds.remove(&mac)
-            && self.held_ips.get(&ip) == Some(&mac)
-        {
-            self.held_ips.remove(&ip);
+    /// [`apply`](LeaseTable::apply) a change that is about to be persisted, returning what it
+    /// overwrote. If persisting fails, pass the [`Undo`]s to [`revert`](LeaseTable::revert)
+    /// in reverse order (latest first) to restore the records, holds and quarantine.
+    pub fn apply_tracked(&mut self, op: &LeaseOp, known: bool) -> Undo {
+        let mut macs: Vec<Mac> = Vec::with_capacity(3);
+        let mut quarantine = None;
+        match op {
+            LeaseOp::Remove(mac) => macs.push(*mac),
+            LeaseOp::Hold { mac, ip, .. } => {
+                macs.push(*mac);
+                macs.extend(self.held_ips.get(ip).copied());
+            }
+            LeaseOp::Upsert(l) => {
+                macs.push(l.mac);
+                macs.extend(self.by_ip.get(&l.ip).copied());
+                macs.extend(self.held_ips.get(&l.ip).copied());
+                quarantine = Some((l.ip, self.quarantine.get(&l.ip).copied()));
+            }
         }
+        macs.sort_unstable();
+        macs.dedup();
+        let macs = macs
+            .into_iter()
+            .map(|mac| MacState {
+                mac,
+                record: self.by_mac.get(&mac).cloned(),
+                hold: self.holds.get(&mac).copied(),
+                unknown: self.unknown.expiry(mac),
+            })
+            .collect();
+        self.apply(op, known);
+        Undo { macs, quarantine }
+    }
+
+    /// Undo one [`apply_tracked`](LeaseTable::apply_tracked) change. Undo changes latest
+    /// first. A saved record or hold whose address another MAC has taken since is not
+    /// restored (the table never holds one address twice).
+    pub fn revert(&mut self, undo: Undo) {
+        for s in &undo.macs {
+            self.remove(s.mac);
+            self.drop_hold(s.mac);
+            self.unknown.remove(s.mac);
+        }
+        for s in undo.macs {
+            if let Some(l) = s.record
+                && !self.by_ip.contains_key(&l.ip)
+            {
+                self.by_ip.insert(l.ip, l.mac);
+                let ip = l.ip;
+                self.by_mac.insert(l.mac, l);
+                self.sync(ip);
+            }
+            if let Some((ip, until)) = s.hold
+                && !self.held_ips.contains_key(&ip)
+            {
+                self.insert_hold(s.mac, ip, until);
+            }
+            if let Some(e) = s.unknown {
+                self.unknown.set(s.mac, e);
+            }
+        }
+        if let Some((ip, until)) = undo.quarantine {
+            self.set_quarantine(ip, until);
+        }
+    }
+
+    fn insert_hold(&mut self, mac: Mac, ip: Ipv4Addr, until: i64) {
+        self.holds.insert(mac, (ip, until));
+        self.holds_by_expiry.insert((until, mac));
+        self.held_ips.insert(ip, mac);
+        self.sync(ip);
+    }
+
+    fn drop_hold(&mut self, mac: Mac) {
+        if let Some((ip, until)) = self.holds.remove(&mac) {
+            self.holds_by_expiry.remove(&(until, mac));
+            if self.held_ips.get(&ip) == Some(&mac) {
+                self.held_ips.remove(&ip);
+            }
+            self.sync(ip);
+        }
+    }
+
+    fn set_quarantine(&mut self, ip: Ipv4Addr, until: Option<i64>) {
+        if let Some(old) = self.quarantine.remove(&ip) {
+            self.quarantine_by_expiry.remove(&(old, ip));
+        }
+        if let Some(u) = until {
+            self.quarantine.insert(ip, u);
+            self.quarantine_by_expiry.insert((u, ip));
+        }
+        self.sync(ip);
     }
 
     fn remove(&mut self, mac: Mac) {
@@ -325,23 +481,56 @@ impl LeaseTable {
             && self.by_ip.get(&old.ip) == Some(&mac)
         {
             self.by_ip.remove(&old.ip);
+            self.sync(old.ip);
         }
         self.unknown.remove(mac);
     }
 
-    /// Drop expired quarantine entries and unknown-share entries (housekeeping; call now and
-    /// then so the maps stay bounded).
+    /// Recompute the allocation indexes for `ip` from the primary maps.
+    fn sync(&mut self, ip: Ipv4Addr) {
+        let record = self.by_ip.get(&ip).and_then(|m| self.by_mac.get(m));
+        let blocked = self.held_ips.contains_key(&ip) || self.quarantine.contains_key(&ip);
+        let pruned_at = self.pruned_at;
+        let expired = |l: &Lease| pruned_at.is_some_and(|p| l.expires_at_ms <= p);
+        let live_key = record
+            .filter(|l| can_be_live(l.state) && !expired(l))
+            .map(|l| l.expires_at_ms);
+        let idle_key = record
+            .filter(|l| !blocked && (!can_be_live(l.state) || expired(l)))
+            .map(|l| l.updated_at_ms);
+        let used = record.is_some() || blocked;
+        self.used.set(u32::from(ip), used);
+        self.live.set(ip, live_key);
+        self.idle.set(ip, idle_key);
+    }
+
+    /// Drop expired holds, quarantine entries and unknown-share entries, and file records
+    /// that expired as no longer live. Costs time proportional to what expired since the last
+    /// call; the service calls it for every batch of packets.
     pub fn prune(&mut self, now_ms: i64) {
-        self.quarantine.retain(|_, until| *until > now_ms);
+        let at = self.pruned_at.map_or(now_ms, |p| p.max(now_ms));
+        self.pruned_at = Some(at);
+        while let Some(&(until, ip)) = self.quarantine_by_expiry.first() {
+            if until > now_ms {
+                break;
+            }
+            self.set_quarantine(ip, None);
+        }
         self.unknown.prune(now_ms);
-        let expired: Vec<Mac> = self
-            .holds
-            .iter()
-            .filter(|(_, (_, until))| *until <= now_ms)
-            .map(|(m, _)| *m)
-            .collect();
-        for m in expired {
-            self.drop_hold(m);
+        while let Some(&(until, mac)) = self.holds_by_expiry.first() {
+            if until > now_ms {
+                break;
+            }
+            self.drop_hold(mac);
+        }
+        while let Some(&(expires, ip)) = self.live.ordered.first() {
+            if expires > at {
+                break;
+            }
+            self.sync(ip);
+            if self.live.ordered.first() == Some(&(expires, ip)) {
+                break; // cannot happen (sync re-files it); never loop forever
+            }
         }
     }
 
@@ -365,7 +554,8 @@ impl LeaseTable {
     }
 
     /// Choose an address for `mac`: its own previous address if still available, else the
-    /// requested one, else a free one (never used first, then the longest-unused record).
+    /// requested one, else a free one (never used first, lowest address first; then the
+    /// longest-unused record).
     pub fn allocate(
         &self,
         mac: Mac,
@@ -398,33 +588,93 @@ impl LeaseTable {
             return Ok(r);
         }
         let (start, end) = (u32::from(policy.range_start), u32::from(policy.range_end));
+        let in_range = |ip: Ipv4Addr| (start..=end).contains(&u32::from(ip));
+        // A candidate record: in range, available, not live. `None` if not a candidate.
+        let reusable = |ip: Ipv4Addr| -> Option<i64> {
+            let l = self.by_ip.get(&ip).and_then(|m| self.by_mac.get(m))?;
+            (in_range(ip) && !l.is_live(now_ms) && self.available_for(ip, mac, policy, now_ms))
+                .then_some(l.updated_at_ms)
+        };
+        let mut fresh = self.first_untouched(start, end, policy);
         let mut oldest: Option<(i64, Ipv4Addr)> = None;
-        for v in start..=end {
-            let ip = Ipv4Addr::from(v);
-            if !self.available_for(ip, mac, policy, now_ms) {
+        let mut consider = |cand: Option<(i64, Ipv4Addr)>| {
+            if let Some(c) = cand
+                && oldest.is_none_or(|o| c < o)
+            {
+                oldest = Some(c);
+            }
+        };
+        // Held or quarantined addresses whose entries have expired but are not pruned yet.
+        let expired_blocked = self
+            .holds_by_expiry
+            .iter()
+            .take_while(|(u, _)| *u <= now_ms)
+            .filter_map(|(_, m)| self.holds.get(m).map(|(ip, _)| *ip))
+            .chain(
+                self.quarantine_by_expiry
+                    .iter()
+                    .take_while(|(u, _)| *u <= now_ms)
+                    .map(|(_, ip)| *ip),
+            );
+        for ip in expired_blocked {
+            if !in_range(ip) || !self.available_for(ip, mac, policy, now_ms) {
                 continue;
             }
-            match self.by_ip.get(&ip).and_then(|m| self.by_mac.get(m)) {
-                None => return Ok(ip),
-                Some(l) if !l.is_live(now_ms) => {
-                    if oldest.is_none_or(|(t, _)| l.updated_at_ms < t) {
-                        oldest = Some((l.updated_at_ms, ip));
-                    }
-                }
-                Some(_) => {}
+            if self.by_ip.contains_key(&ip) {
+                consider(reusable(ip).map(|u| (u, ip)));
+            } else if fresh.is_none_or(|f| u32::from(ip) < f) {
+                fresh = Some(u32::from(ip));
             }
         }
+        if let Some(v) = fresh {
+            return Ok(Ipv4Addr::from(v));
+        }
+        // Records that expired but are not filed as idle yet.
+        for (_, ip) in self.live.ordered.iter().take_while(|(e, _)| *e <= now_ms) {
+            consider(reusable(*ip).map(|u| (u, *ip)));
+        }
+        // The idle records, oldest first: the first usable one is the oldest of them.
+        if let Some(c) = self
+            .idle
+            .ordered
+            .iter()
+            .find(|(_, ip)| reusable(*ip).is_some())
+        {
+            consider(Some(*c));
+        }
         oldest.map(|(_, ip)| ip).ok_or(AllocError::PoolExhausted)
+    }
+
+    /// The lowest assignable address in `start..=end` with no record, hold or quarantine.
+    fn first_untouched(&self, start: u32, end: u32, policy: &Policy) -> Option<u32> {
+        let mut v = start;
+        loop {
+            let gap = self.used.first_gap_from(v)?;
+            if gap > end {
+                return None;
+            }
+            if policy.assignable(Ipv4Addr::from(gap)) {
+                return Some(gap);
+            }
+            // Only the network, broadcast, server and router addresses are skipped here.
+            v = gap.checked_add(1)?;
+        }
     }
 }
 
 /// Per-MAC fixed-window rate limiter with a bounded number of tracked MACs.
+///
+/// Window starts are also queued in arrival order, so making room for a new MAC drops the
+/// expired windows from the front of the queue instead of scanning every tracked MAC.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     max: u32,
     window_ms: i64,
     max_tracked: usize,
     windows: HashMap<Mac, (i64, u32)>,
+    /// `(window start, MAC)` in the order windows started; entries whose MAC has started a
+    /// newer window since are stale and skipped.
+    starts: VecDeque<(i64, Mac)>,
 }
 
 impl RateLimiter {
@@ -435,6 +685,7 @@ impl RateLimiter {
             window_ms: i64::try_from(window_ms).unwrap_or(i64::MAX),
             max_tracked,
             windows: HashMap::new(),
+            starts: VecDeque::new(),
         }
     }
 
@@ -443,8 +694,15 @@ impl RateLimiter {
     pub fn allow(&mut self, mac: Mac, known: bool, now_ms: i64) -> bool {
         let window = self.window_ms;
         if !self.windows.contains_key(&mac) && self.windows.len() >= self.max_tracked {
-            self.windows
-                .retain(|_, (start, _)| now_ms.saturating_sub(*start) < window);
+            while let Some(&(start, m)) = self.starts.front() {
+                if now_ms.saturating_sub(start) < window {
+                    break;
+                }
+                self.starts.pop_front();
+                if self.windows.get(&m).is_some_and(|w| w.0 == start) {
+                    self.windows.remove(&m);
+                }
+            }
             if self.windows.len() >= self.max_tracked {
                 return known;
             }
@@ -453,8 +711,18 @@ impl RateLimiter {
         if now_ms.saturating_sub(e.0) >= window || now_ms < e.0 {
             *e = (now_ms, 0);
         }
+        let started = e.1 == 0;
         e.1 = e.1.saturating_add(1);
-        e.1 <= self.max
+        let allowed = e.1 <= self.max;
+        if started {
+            self.starts.push_back((now_ms, mac));
+            if self.starts.len() > self.max_tracked.saturating_mul(2).saturating_add(16) {
+                let windows = &self.windows;
+                self.starts
+                    .retain(|(start, m)| windows.get(m).is_some_and(|w| w.0 == *start));
+            }
+        }
+        allowed
     }
 
     /// Number of tracked MACs.
@@ -483,6 +751,15 @@ pub trait LeaseStore: Send + Sync + 'static {
     fn upsert(&self, lease: &Lease) -> impl Future<Output = Result<(), LeaseStoreError>> + Send;
     /// Delete the record for `mac` (no error if absent).
     fn remove(&self, mac: Mac) -> impl Future<Output = Result<(), LeaseStoreError>> + Send;
+    /// Apply every [`LeaseOp::Upsert`] and [`LeaseOp::Remove`] in `ops` in order, as one
+    /// atomic write (all or nothing), durable when this returns `Ok`; [`LeaseOp::Hold`]s are
+    /// skipped. The result must equal calling [`upsert`](LeaseStore::upsert) and
+    /// [`remove`](LeaseStore::remove) one by one. The service batches the bindings of all the
+    /// REQUESTs that arrive while a write is in flight into one call (group commit).
+    fn write_batch(
+        &self,
+        ops: &[LeaseOp],
+    ) -> impl Future<Output = Result<(), LeaseStoreError>> + Send;
 }
 
 /// In-memory [`LeaseStore`] for tests; can be told to fail to exercise the no-ACK path.
@@ -532,39 +809,54 @@ impl LeaseStore for MemLeaseStore {
     }
 
     async fn upsert(&self, lease: &Lease) -> Result<(), LeaseStoreError> {
-        self.check("upsert")?;
-        let mut rows = self.rows.lock().map_err(|_| LeaseStoreError {
-            op: "upsert",
-            source: Box::new(Injected),
-        })?;
-        // Mirror the SQL UNIQUE(ip) constraint.
-        if rows
-            .values()
-            .any(|r| r.ip == lease.ip && r.mac != lease.mac)
-        {
-            return Err(LeaseStoreError {
-                op: "upsert",
-                source: "UNIQUE constraint failed: leases.ip".into(),
-            });
-        }
-        rows.insert(lease.mac, lease.clone());
-        Ok(())
+        self.write_batch(std::slice::from_ref(&LeaseOp::Upsert(lease.clone())))
+            .await
+            .map_err(|e| LeaseStoreError { op: "upsert", ..e })
     }
 
     async fn remove(&self, mac: Mac) -> Result<(), LeaseStoreError> {
-        self.check("remove")?;
+        self.write_batch(&[LeaseOp::Remove(mac)])
+            .await
+            .map_err(|e| LeaseStoreError { op: "remove", ..e })
+    }
+
+    async fn write_batch(&self, ops: &[LeaseOp]) -> Result<(), LeaseStoreError> {
+        self.check("write_batch")?;
         let mut rows = self.rows.lock().map_err(|_| LeaseStoreError {
-            op: "remove",
+            op: "write_batch",
             source: Box::new(Injected),
         })?;
-        rows.remove(&mac);
+        // All or nothing: work on a copy, swap it in at the end.
+        let mut next = rows.clone();
+        for op in ops {
+            match op {
+                LeaseOp::Upsert(lease) => {
+                    // Mirror the SQL UNIQUE(ip) constraint.
+                    if next
+                        .values()
+                        .any(|r| r.ip == lease.ip && r.mac != lease.mac)
+                    {
+                        return Err(LeaseStoreError {
+                            op: "write_batch",
+                            source: "UNIQUE constraint failed: leases.ip".into(),
+                        });
+                    }
+                    next.insert(lease.mac, lease.clone());
+                }
+                LeaseOp::Remove(mac) => {
+                    next.remove(mac);
+                }
+                LeaseOp::Hold { .. } => {}
+            }
+        }
+        *rows = next;
         Ok(())
     }
 }
 
 /// Conformance check for a [`LeaseStore`] implementation, starting from an empty store:
-/// upsert replaces by MAC, remove deletes (and tolerates absent rows), load returns exactly
-/// what was written, field for field. `MemLeaseStore` passes it; the SQLite store should too.
+/// upsert replaces by MAC, remove deletes (and tolerates absent rows), a batch equals its
+/// writes one by one, load returns exactly what was written, field for field. `MemLeaseStore` passes it; the SQLite store should too.
 pub async fn check_lease_store<S: LeaseStore>(store: &S) -> Result<(), String> {
     let mac = |n: u8| Mac([0x52, 0x54, 0, 0, 0, n]);
     let a = Lease {
@@ -617,9 +909,44 @@ pub async fn check_lease_store<S: LeaseStore>(store: &S) -> Result<(), String> {
     c.state = LeaseState::Bound;
     store.upsert(&c).await.map_err(err)?;
     let got = sorted(store.load_all().await.map_err(err)?);
-    if got != vec![a2, c] {
+    if got != vec![a2.clone(), c.clone()] {
         return Err(format!("after moving an address: {got:?}"));
     }
+    // One batch, in order: a row removed and its address reused, a row moved, its old
+    // address reused, a hold (not stored) and the removal of an absent row.
+    let d = Lease {
+        mac: mac(4),
+        ip: a2.ip,
+        hostname: Some("node-4".into()),
+        updated_at_ms: 1_700_000_000_002,
+        ..c.clone()
+    };
+    let mut c2 = c.clone();
+    c2.ip = Ipv4Addr::new(10, 99, 0, 160);
+    let e = Lease {
+        mac: mac(5),
+        ip: c.ip,
+        client_id: Some("ff00".into()),
+        ..d.clone()
+    };
+    let batch = [
+        LeaseOp::Remove(mac(1)),
+        LeaseOp::Upsert(d.clone()),
+        LeaseOp::Upsert(c2.clone()),
+        LeaseOp::Hold {
+            mac: mac(6),
+            ip: Ipv4Addr::new(10, 99, 0, 170),
+            until_ms: 1,
+        },
+        LeaseOp::Remove(mac(9)),
+        LeaseOp::Upsert(e.clone()),
+    ];
+    store.write_batch(&batch).await.map_err(err)?;
+    let got = sorted(store.load_all().await.map_err(err)?);
+    if got != vec![c2, d, e] {
+        return Err(format!("after a batch: {got:?}"));
+    }
+    store.write_batch(&[]).await.map_err(err)?;
     Ok(())
 }
 
@@ -639,6 +966,19 @@ mod tests {
         let mut dup = l.clone();
         dup.mac = Mac([2, 0, 0, 0, 0, 0x42]);
         assert!(s.upsert(&dup).await.is_err());
+        // A batch is all or nothing: the first write is not kept when the second fails.
+        let before = s.rows();
+        let mut fresh = l.clone();
+        fresh.mac = Mac([2, 0, 0, 0, 0, 0x43]);
+        fresh.ip = Ipv4Addr::new(10, 99, 0, 250);
+        let r = s
+            .write_batch(&[LeaseOp::Upsert(fresh), LeaseOp::Upsert(dup)])
+            .await;
+        assert!(r.is_err());
+        assert_eq!(s.rows(), before);
+        s.set_failing(true);
+        assert!(s.write_batch(&[LeaseOp::Remove(l.mac)]).await.is_err());
+        assert_eq!(s.rows(), before);
     }
 
     #[test]
@@ -718,5 +1058,285 @@ mod tests {
         assert!(r.tracked() <= 3);
         // After the windows pass, room again.
         assert!(r.allow(m(4), false, 2500));
+    }
+
+    // ------------------------------------------------------------ allocator vs. a scan
+
+    use super::super::config::{DhcpConfig, DhcpMode};
+    use proptest::prelude::*;
+
+    /// The allocator as it was before the indexes: walk the whole range. The reference model
+    /// for the indexed [`LeaseTable::allocate`].
+    fn allocate_by_scan(
+        t: &LeaseTable,
+        mac: Mac,
+        requested: Option<Ipv4Addr>,
+        known: bool,
+        policy: &Policy,
+        now_ms: i64,
+    ) -> Result<Ipv4Addr, AllocError> {
+        if let Some(ip) = t.hold(mac, now_ms)
+            && t.available_for(ip, mac, policy, now_ms)
+        {
+            return Ok(ip);
+        }
+        if let Some(l) = t.get(mac)
+            && l.state != LeaseState::Declined
+            && t.available_for(l.ip, mac, policy, now_ms)
+        {
+            return Ok(l.ip);
+        }
+        let counted = t.unknown.expiry(mac).is_some_and(|e| e > now_ms);
+        if !known && !counted && t.unknown_live(now_ms) >= policy.unknown_max_leases as usize {
+            return Err(AllocError::UnknownShareExhausted);
+        }
+        if let Some(r) = requested
+            && t.available_for(r, mac, policy, now_ms)
+        {
+            return Ok(r);
+        }
+        let mut oldest: Option<(i64, Ipv4Addr)> = None;
+        for v in u32::from(policy.range_start)..=u32::from(policy.range_end) {
+            let ip = Ipv4Addr::from(v);
+            if !t.available_for(ip, mac, policy, now_ms) {
+                continue;
+            }
+            match t.holder(ip).and_then(|m| t.get(m)) {
+                None => return Ok(ip),
+                Some(l) if !l.is_live(now_ms) => {
+                    if oldest.is_none_or(|(u, _)| l.updated_at_ms < u) {
+                        oldest = Some((l.updated_at_ms, ip));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        oldest.map(|(_, ip)| ip).ok_or(AllocError::PoolExhausted)
+    }
+
+    /// A /28 with the server on .1 and the router on .5, range .0–.7: the network, server
+    /// and router addresses are inside the range and must be skipped, leaving 5 assignable
+    /// addresses for 8 MACs, so the pool often runs out and old records get reused.
+    fn small_policy(unknown_max: u32) -> Policy {
+        let mut c = DhcpConfig::new(
+            DhcpMode::Full,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 0),
+            Ipv4Addr::new(10, 0, 0, 7),
+        );
+        c.netmask = Ipv4Addr::new(255, 255, 255, 240);
+        c.router = Some(Ipv4Addr::new(10, 0, 0, 5));
+        c.http_base = "http://10.0.0.1:8080".into();
+        c.unknown_max_leases = Some(unknown_max);
+        Policy::from_config(&c).expect("valid policy")
+    }
+
+    /// Table operations for the property tests. Addresses go a little past the range
+    /// (stored rows from an older, larger range).
+    #[derive(Debug, Clone)]
+    enum Step {
+        Op(LeaseOp, bool),
+        Prune(i64),
+    }
+
+    fn pmac(n: u8) -> Mac {
+        Mac([2, 0, 0, 0, 0, n])
+    }
+
+    fn pip(n: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 0, 0, n)
+    }
+
+    fn arb_state() -> impl Strategy<Value = LeaseState> {
+        prop_oneof![
+            Just(LeaseState::Bound),
+            Just(LeaseState::Bound),
+            Just(LeaseState::Released),
+            Just(LeaseState::Declined),
+            Just(LeaseState::Offered),
+        ]
+    }
+
+    fn arb_lease() -> impl Strategy<Value = Lease> {
+        (0u8..8, 0u8..12, arb_state(), 0i64..200, 0i64..200).prop_map(
+            |(m, ip, state, expires, updated)| Lease {
+                mac: pmac(m),
+                ip: pip(ip),
+                state,
+                expires_at_ms: expires,
+                client_id: None,
+                hostname: None,
+                updated_at_ms: updated,
+            },
+        )
+    }
+
+    fn arb_persisted_op() -> impl Strategy<Value = LeaseOp> {
+        prop_oneof![
+            4 => arb_lease().prop_map(LeaseOp::Upsert),
+            1 => (0u8..8).prop_map(|m| LeaseOp::Remove(pmac(m))),
+        ]
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            5 => (arb_persisted_op(), any::<bool>()).prop_map(|(op, k)| Step::Op(op, k)),
+            3 => (0u8..8, 0u8..12, 0i64..200, any::<bool>()).prop_map(|(m, ip, until, k)| {
+                Step::Op(LeaseOp::Hold { mac: pmac(m), ip: pip(ip), until_ms: until }, k)
+            }),
+            1 => (0i64..200).prop_map(Step::Prune),
+        ]
+    }
+
+    fn run(t: &mut LeaseTable, step: &Step) {
+        match step {
+            Step::Op(op, known) => t.apply(op, *known),
+            Step::Prune(now) => t.prune(*now),
+        }
+    }
+
+    /// The address index agrees with the maps it is derived from.
+    fn check_indexes(t: &LeaseTable) -> Result<(), TestCaseError> {
+        for n in 0..=255u8 {
+            let ip = pip(n);
+            let used = t.by_ip.contains_key(&ip)
+                || t.held_ips.contains_key(&ip)
+                || t.quarantine.contains_key(&ip);
+            prop_assert_eq!(t.used.contains(u32::from(ip)), used, "used({})", ip);
+        }
+        prop_assert_eq!(t.holds.len(), t.holds_by_expiry.len());
+        prop_assert_eq!(t.quarantine.len(), t.quarantine_by_expiry.len());
+        Ok(())
+    }
+
+    /// Every MAC, with and without a requested address, known and unknown, at several times
+    /// (including every expiry in the table, where off-by-ones live).
+    fn check_allocations(t: &LeaseTable, policy: &Policy) -> Result<(), TestCaseError> {
+        let mut times: BTreeSet<i64> = [0, 37, 99, 150, 199, 250].into();
+        times.extend(t.by_mac.values().map(|l| l.expires_at_ms));
+        times.extend(t.holds.values().map(|(_, u)| *u));
+        times.extend(t.quarantine.values().copied());
+        for now in times {
+            for m in 0..9u8 {
+                for requested in [None, Some(pip(3)), Some(pip(9))] {
+                    for known in [true, false] {
+                        let got = t.allocate(pmac(m), requested, known, policy, now);
+                        let want = allocate_by_scan(t, pmac(m), requested, known, policy, now);
+                        prop_assert_eq!(
+                            got,
+                            want,
+                            "mac {} req {:?} known {} now {}",
+                            m,
+                            requested,
+                            known,
+                            now
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The indexed allocator picks exactly what the full range scan picks, after any
+        /// sequence of upserts, removes, holds and prunes (time may also go backwards).
+        #[test]
+        fn allocate_matches_the_range_scan(
+            steps in proptest::collection::vec(arb_step(), 0..40),
+            unknown_max in 0u32..6,
+        ) {
+            let policy = small_policy(unknown_max);
+            let mut t = LeaseTable::new();
+            for s in &steps {
+                run(&mut t, s);
+                check_indexes(&t)?;
+            }
+            check_allocations(&t, &policy)?;
+        }
+
+        /// Tracked changes undone latest-first restore the records, holds, quarantine and
+        /// unknown share exactly, and the indexes with them.
+        #[test]
+        fn revert_restores_the_table(
+            setup in proptest::collection::vec(arb_step(), 0..30),
+            tracked in proptest::collection::vec((arb_persisted_op(), any::<bool>()), 1..10),
+        ) {
+            let policy = small_policy(3);
+            let mut t = LeaseTable::new();
+            for s in &setup {
+                run(&mut t, s);
+            }
+            let before = t.clone();
+            let undos: Vec<Undo> = tracked.iter().map(|(op, k)| t.apply_tracked(op, *k)).collect();
+            for u in undos.into_iter().rev() {
+                t.revert(u);
+            }
+            prop_assert_eq!(&t.by_mac, &before.by_mac);
+            prop_assert_eq!(&t.by_ip, &before.by_ip);
+            prop_assert_eq!(&t.holds, &before.holds);
+            prop_assert_eq!(&t.held_ips, &before.held_ips);
+            prop_assert_eq!(&t.quarantine, &before.quarantine);
+            prop_assert_eq!(&t.unknown.by_mac, &before.unknown.by_mac);
+            prop_assert_eq!(&t.used, &before.used);
+            prop_assert_eq!(&t.idle.ordered, &before.idle.ordered);
+            prop_assert_eq!(&t.live.ordered, &before.live.ordered);
+            check_indexes(&t)?;
+            check_allocations(&t, &policy)?;
+        }
+    }
+
+    #[test]
+    fn allocation_does_not_walk_a_full_pool() {
+        // 65,534 bound leases in a /16 pool, then one more client: the answer comes from the
+        // indexes (the scan would look at every address for every DISCOVER).
+        let mut c = DhcpConfig::new(
+            DhcpMode::Full,
+            Ipv4Addr::new(10, 1, 0, 1),
+            Ipv4Addr::new(10, 1, 0, 0),
+            Ipv4Addr::new(10, 1, 255, 255),
+        );
+        c.netmask = Ipv4Addr::new(255, 255, 0, 0);
+        c.http_base = "http://10.1.0.1:8080".into();
+        let policy = Policy::from_config(&c).expect("policy");
+        let mut t = LeaseTable::new();
+        let now = 1_000;
+        let mut n: u32 = 0;
+        loop {
+            let mac = Mac([2, 0, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+            let Ok(ip) = t.allocate(mac, None, true, &policy, now) else {
+                break;
+            };
+            assert!(policy.assignable(ip), "{ip}");
+            t.apply(
+                &LeaseOp::Upsert(Lease {
+                    mac,
+                    ip,
+                    state: LeaseState::Bound,
+                    expires_at_ms: now + 3_600_000,
+                    client_id: None,
+                    hostname: None,
+                    updated_at_ms: now,
+                }),
+                true,
+            );
+            n += 1;
+            assert!(n <= 70_000, "allocation never runs out");
+        }
+        assert_eq!(n, 65_533, "every assignable address handed out once");
+        assert_eq!(t.len(), 65_533);
+        // One client releases; a newcomer gets exactly that address.
+        let first = t.holder(Ipv4Addr::new(10, 1, 0, 2)).expect("holder");
+        let mut l = t.get(first).cloned().expect("lease");
+        l.state = LeaseState::Released;
+        l.expires_at_ms = now;
+        t.apply(&LeaseOp::Upsert(l), true);
+        let newcomer = Mac([4, 0, 0, 0, 0, 1]);
+        assert_eq!(
+            t.allocate(newcomer, None, true, &policy, now + 1),
+            Ok(Ipv4Addr::new(10, 1, 0, 2))
+        );
     }
 }

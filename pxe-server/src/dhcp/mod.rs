@@ -5,7 +5,8 @@
 //! * [`wire`]: strict packet validation with per-reason drop codes, the decoded
 //!   [`RequestView`], and reply encoding (dhcproto underneath).
 //! * [`boot`]: PXE/iPXE/UEFI-HTTP boot-file selection and the option-97 UUID normaliser.
-//! * [`lease`]: lease records, the in-memory [`LeaseTable`] with allocation, the per-MAC
+//! * [`lease`]: lease records, the in-memory [`LeaseTable`] with allocation (over an address
+//!   run set, `addrset`), the per-MAC
 //!   [`RateLimiter`], and the [`LeaseStore`] persistence seam (+ [`MemLeaseStore`]).
 //! * [`mod@decide`]: the pure decision `decide(request, lease view, policy, now) -> Decision`.
 //! * [`stats`]: counters and the rogue-server record shared with the API.
@@ -15,6 +16,7 @@
 //! A client that finds its address in use sends DHCPDECLINE; the address is then quarantined
 //! for `decline_probation_ms` and the client gets another one.
 
+mod addrset;
 pub mod boot;
 pub mod config;
 pub mod decide;
@@ -29,7 +31,7 @@ pub use config::{BootFiles, ConfigError, DhcpConfig, DhcpMode, Policy, parse_ran
 pub use decide::{Decision, IgnoreReason, LeaseView, NakReason, RecordEvent, decide};
 pub use lease::{
     Lease, LeaseOp, LeaseState, LeaseStore, LeaseStoreError, LeaseTable, MemLeaseStore,
-    RateLimiter, check_lease_store,
+    RateLimiter, Undo, check_lease_store,
 };
 pub use service::{DhcpServiceError, DhcpSockets, KnownClients, serve};
 pub use stats::{DhcpShared, DhcpStats, RogueServer};

@@ -1,12 +1,20 @@
 //! The DHCP service: sockets on the provisioning interface, the receive loop around the pure
 //! [`decide`], lease persistence before every ACK, rogue-server detection, and RAs.
 //!
-//! One task handles every server-port packet in turn, so the lease table needs no lock and a
-//! binding is always persisted (and applied) before the next request is decided. A malformed
-//! packet is counted and dropped; nothing a client sends can stop the loop.
+//! One task handles every server-port packet in turn, so the lease table needs no lock. It
+//! drains each socket without a task or channel per packet. A binding (ACK, RELEASE,
+//! DECLINE) is applied to the table when decided, so the next decisions see it, and queued;
+//! the queue goes to the store as one transaction (group commit) whenever no write is in
+//! flight, and the held-back ACKs go out only once that transaction has committed (paced, so
+//! a slow commit does not release them in one burst). If it
+//! fails, no ACK of that batch (or of the requests queued behind it) is sent and their
+//! bindings are taken back out of the table. DISCOVERs are answered while a write is in
+//! flight. A malformed packet is counted and dropped; nothing a client sends can stop the loop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 use super::boot::{BootChoice, NoBootReason};
 use super::config::{ConfigError, DhcpConfig, DhcpMode, Policy};
 use super::decide::{
-    CLIENT_PORT, Decision, IgnoreReason, LeaseView, PXE_PORT, SERVER_PORT, decide,
+    CLIENT_PORT, Decision, IgnoreReason, LeaseView, PXE_PORT, RecordEvent, SERVER_PORT, decide,
 };
-use super::lease::{LeaseOp, LeaseStore, LeaseStoreError, LeaseTable, RateLimiter};
+use super::lease::{LeaseOp, LeaseStore, LeaseStoreError, LeaseTable, RateLimiter, Undo};
 use super::stats::DhcpShared;
 use super::wire::{self, Arrival, Destination};
 use super::{ra, wire::Reply};
@@ -84,6 +92,9 @@ fn sock_err(
     }
 }
 
+/// Requested socket buffer size (the kernel doubles it for bookkeeping).
+const SOCKET_BUFFER: usize = 4 << 20;
+
 fn udp4(port: u16, iface: &Option<String>) -> Result<std::net::UdpSocket, DhcpServiceError> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .map_err(sock_err("socket", iface))?;
@@ -95,8 +106,17 @@ fn udp4(port: u16, iface: &Option<String>) -> Result<std::net::UdpSocket, DhcpSe
         s.bind_device(Some(name.as_bytes()))
             .map_err(sock_err("SO_BINDTODEVICE", iface))?;
     }
-    // Best effort: a large receive buffer rides out bursts (storms, mass reboots).
-    let _ = s.set_recv_buffer_size(4 << 20);
+    // Best effort: large buffers ride out bursts (storms, mass reboots) while the loop is
+    // busy; past `net.core.rmem_max` only with CAP_NET_ADMIN (SO_RCVBUFFORCE).
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    if s.recv_buffer_size().is_ok_and(|n| n < SOCKET_BUFFER) {
+        let _ = nix::sys::socket::setsockopt(
+            &s,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &SOCKET_BUFFER,
+        );
+    }
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
     s.set_nonblocking(true)
         .map_err(sock_err("O_NONBLOCK", iface))?;
     let addr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
@@ -246,6 +266,66 @@ impl LogLimiter {
     }
 }
 
+/// Which server socket a packet came in on (and its reply goes out on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    /// UDP 67.
+    Server,
+    /// UDP 4011 (proxy mode).
+    Pxe,
+}
+
+/// The service's sockets, borrowed for one packet or one finished commit.
+#[derive(Debug, Clone, Copy)]
+struct Socks<'a> {
+    server: &'a UdpSocket,
+    pxe: Option<&'a UdpSocket>,
+}
+
+impl Socks<'_> {
+    fn get(&self, port: Port) -> Option<&UdpSocket> {
+        match port {
+            Port::Server => Some(self.server),
+            Port::Pxe => self.pxe,
+        }
+    }
+}
+
+/// What to do once a request's lease writes are durable.
+#[derive(Debug)]
+enum AfterCommit {
+    /// Send this DHCPACK.
+    Ack { reply: Reply, port: Port },
+    /// Count and log a RELEASE/DECLINE.
+    Record(RecordEvent),
+}
+
+/// A decided request whose lease writes are applied to the table (optimistically) but not
+/// yet durable. Its reply is held back until the batch carrying its writes commits.
+#[derive(Debug)]
+struct Pending {
+    mac: Mac,
+    /// The Upsert/Remove ops to persist, in order.
+    ops: Vec<LeaseOp>,
+    /// How to take the ops back out of the table if the write fails, in apply order.
+    undo: Vec<Undo>,
+    then: AfterCommit,
+}
+
+/// The store write in flight (one transaction for a whole batch of requests).
+type Commit = Pin<Box<dyn Future<Output = Result<(), LeaseStoreError>> + Send>>;
+
+/// Packets handled per socket wake-up before the loop looks at its other events again.
+const RECV_BATCH: usize = 64;
+
+/// Committed ACKs sent at once (when the commit ends, and then every [`ACK_PACE`]); between
+/// those, one more goes out per packet received. A commit that took long (a slow fsync)
+/// releases hundreds of ACKs; sent back to back they overflow the receive buffers of relays
+/// and clients, spread out like this they do not.
+const ACK_SLICE: usize = 16;
+/// Interval of the ACK pacing tick.
+const ACK_PACE: Duration = Duration::from_millis(1);
+
 struct Server<S: LeaseStore> {
     policy: Policy,
     table: LeaseTable,
@@ -255,6 +335,10 @@ struct Server<S: LeaseStore> {
     shared: Arc<DhcpShared>,
     own_mac: Option<Mac>,
     logs: LogLimiter,
+    /// Decided requests waiting for the next commit, in decision order.
+    queue: Vec<Pending>,
+    /// Committed ACKs not sent yet (paced, see [`ACK_SLICE`]).
+    outbox: VecDeque<(Reply, Port)>,
 }
 
 /// Run the DHCP service until `shutdown` is cancelled.
@@ -361,51 +445,120 @@ pub async fn serve<S: LeaseStore>(
         shared,
         own_mac: sockets.mac,
         logs: LogLimiter::default(),
+        queue: Vec::new(),
+        outbox: VecDeque::new(),
     };
-    let mut buf67 = vec![0u8; 4096];
-    let mut buf4011 = vec![0u8; 4096];
+    let socks = Socks {
+        server: &server_sock,
+        pxe: pxe_sock.as_ref(),
+    };
+    let mut buf = vec![0u8; 4096];
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    let mut pace = tokio::time::interval(ACK_PACE);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Group commit: at most one store write in flight; requests decided meanwhile queue up
+    // and go out together in the next one. OFFERs never wait for a write.
+    let mut commit: Option<Commit> = None;
+    let mut inflight: Vec<Pending> = Vec::new();
     loop {
+        if commit.is_none()
+            && let Some((batch, c)) = server.start_commit()
+        {
+            inflight = batch;
+            commit = Some(c);
+        }
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => break,
-            r = server_sock.recv_from(&mut buf67) => {
-                if let Ok((n, from)) = r {
-                    let raw = buf67.get(..n).unwrap_or(&[]);
-                    server.handle(raw, from, SERVER_PORT, &server_sock).await;
+            r = async {
+                match commit.as_mut() {
+                    Some(c) => c.await,
+                    None => std::future::pending().await,
+                }
+            }, if commit.is_some() => {
+                commit = None;
+                let batch = std::mem::take(&mut inflight);
+                server.finish(batch, r, socks).await;
+            }
+            r = server_sock.readable() => {
+                if r.is_ok() {
+                    server.drain(Port::Server, &mut buf, socks).await;
                 }
             }
-            r = recv_opt(pxe_sock.as_ref(), &mut buf4011) => {
-                if let (Ok((n, from)), Some(sock)) = (r, pxe_sock.as_ref()) {
-                    let raw = buf4011.get(..n).unwrap_or(&[]);
-                    server.handle(raw, from, PXE_PORT, sock).await;
+            r = readable_opt(pxe_sock.as_ref()) => {
+                if r.is_ok() {
+                    server.drain(Port::Pxe, &mut buf, socks).await;
                 }
+            }
+            _ = pace.tick(), if !server.outbox.is_empty() => {
+                server.flush(ACK_SLICE, socks).await;
             }
             _ = housekeeping.tick() => server.table.prune(now_ms()),
         }
     }
+    // Let the write in flight finish (bounded) so its clients get their ACKs; requests still
+    // queued get none and retry with the next server.
+    if let Some(c) = commit.take()
+        && let Ok(r) = tokio::time::timeout(Duration::from_secs(5), c).await
+    {
+        server.finish(std::mem::take(&mut inflight), r, socks).await;
+    }
+    server.flush(usize::MAX, socks).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     tracing::info!("DHCP service stopped");
     Ok(())
 }
 
-async fn recv_opt(
-    sock: Option<&UdpSocket>,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
+async fn readable_opt(sock: Option<&UdpSocket>) -> std::io::Result<()> {
     match sock {
-        Some(s) => s.recv_from(buf).await,
+        Some(s) => s.readable().await,
         None => std::future::pending().await,
     }
 }
 
+/// Send `bytes` to `dest`: straight away when the socket has room (the usual case), else
+/// wait for it.
+async fn send_datagram(sock: &UdpSocket, bytes: &[u8], dest: SocketAddrV4) -> std::io::Result<()> {
+    let dest = SocketAddr::V4(dest);
+    match sock.try_send_to(bytes, dest) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            sock.send_to(bytes, dest).await.map(|_| ())
+        }
+        r => r.map(|_| ()),
+    }
+}
+
 impl<S: LeaseStore> Server<S> {
-    async fn handle(&mut self, raw: &[u8], from: SocketAddr, local_port: u16, sock: &UdpSocket) {
+    /// Handle every datagram waiting on `port` (up to [`RECV_BATCH`]).
+    async fn drain(&mut self, port: Port, buf: &mut [u8], socks: Socks<'_>) {
+        let Some(sock) = socks.get(port) else { return };
+        self.table.prune(now_ms());
+        for _ in 0..RECV_BATCH {
+            match sock.try_recv_from(buf) {
+                Ok((n, from)) => {
+                    let raw = buf.get(..n).unwrap_or(&[]);
+                    self.handle(raw, from, port, socks).await;
+                    self.flush(1, socks).await;
+                }
+                // WouldBlock: drained (tokio re-arms readiness); other errors (ICMP
+                // feedback and the like) are the socket's business, not a packet's.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+        }
+    }
+
+    async fn handle(&mut self, raw: &[u8], from: SocketAddr, port: Port, socks: Socks<'_>) {
         let shared = self.shared.clone();
         let stats = &shared.stats;
         stats.received.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
         let SocketAddr::V4(src) = from else { return };
+        let local_port = match port {
+            Port::Server => SERVER_PORT,
+            Port::Pxe => PXE_PORT,
+        };
         let req = match wire::parse_request(raw, Arrival { local_port, src }) {
             Ok(r) => r,
             Err(reason) => {
@@ -434,37 +587,29 @@ impl<S: LeaseStore> Server<S> {
                 for op in &ops {
                     self.table.apply(op, known);
                 }
-                if self.send(&reply, sock).await {
+                if self.send(&reply, socks.get(port)).await {
                     stats.offers.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Decision::Ack { reply, boot, ops } => {
-                if !self.persist(&ops, req.mac, now).await {
-                    return;
-                }
-                for op in &ops {
-                    self.table.apply(op, known);
-                }
                 self.log_boot(req.mac, &boot, now);
-                if self.send(&reply, sock).await {
-                    stats.acks.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(mac = %req.mac, ip = %reply.yiaddr, boot = ?boot.file(), "DHCPACK");
+                if ops.is_empty() {
+                    // Nothing to persist (INFORM, proxyDHCP): answer now.
+                    if self.send(&reply, socks.get(port)).await {
+                        stats.acks.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    self.enqueue(req.mac, ops, known, AfterCommit::Ack { reply, port });
                 }
             }
             Decision::Nak { reason, reply } => {
                 tracing::info!(mac = %req.mac, reason = reason.code(), "DHCPNAK");
-                if self.send(&reply, sock).await {
+                if self.send(&reply, socks.get(port)).await {
                     stats.naks.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Decision::Record { event, ops } => {
-                if self.persist(&ops, req.mac, now).await {
-                    for op in &ops {
-                        self.table.apply(op, known);
-                    }
-                    stats.recorded.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(mac = %req.mac, event = event.code(), "DHCP lease change");
-                }
+                self.enqueue(req.mac, ops, known, AfterCommit::Record(event));
             }
             Decision::Ignore { reason } => {
                 stats.ignored.fetch_add(1, Ordering::Relaxed);
@@ -474,6 +619,92 @@ impl<S: LeaseStore> Server<S> {
                 if let Some(suppressed) = self.logs.check(reason.code(), now) {
                     tracing::debug!(mac = %req.mac, reason = reason.code(), suppressed, "DHCP request ignored");
                 }
+            }
+        }
+    }
+
+    /// Apply `ops` to the table now (so the next decisions see the binding) and queue them
+    /// for the next commit; the reply waits for that commit.
+    fn enqueue(&mut self, mac: Mac, ops: Vec<LeaseOp>, known: bool, then: AfterCommit) {
+        let ops: Vec<LeaseOp> = ops
+            .into_iter()
+            .filter(|op| !matches!(op, LeaseOp::Hold { .. }))
+            .collect();
+        let undo = ops
+            .iter()
+            .map(|op| self.table.apply_tracked(op, known))
+            .collect();
+        self.queue.push(Pending {
+            mac,
+            ops,
+            undo,
+            then,
+        });
+    }
+
+    /// Take everything queued as one batch and start its store write, if anything is queued.
+    fn start_commit(&mut self) -> Option<(Vec<Pending>, Commit)> {
+        if self.queue.is_empty() {
+            return None;
+        }
+        let batch = std::mem::take(&mut self.queue);
+        let ops: Vec<LeaseOp> = batch.iter().flat_map(|p| p.ops.clone()).collect();
+        let store = self.store.clone();
+        Some((
+            batch,
+            Box::pin(async move { store.write_batch(&ops).await }),
+        ))
+    }
+
+    /// A commit ended. On success send the batch's ACKs; on failure send nothing, and take
+    /// the batch's and every queued request's writes back out of the table (the queued ones
+    /// were decided on top of the failed ones).
+    async fn finish(
+        &mut self,
+        batch: Vec<Pending>,
+        result: Result<(), LeaseStoreError>,
+        socks: Socks<'_>,
+    ) {
+        let now = now_ms();
+        if let Err(e) = result {
+            let mut dropped = batch;
+            dropped.append(&mut self.queue);
+            let n = u64::try_from(dropped.len()).unwrap_or(u64::MAX);
+            self.shared
+                .stats
+                .persist_failed
+                .fetch_add(n, Ordering::Relaxed);
+            if let Some(suppressed) = self.logs.check("persist_failed", now) {
+                tracing::error!(requests = n, error = %error_chain(&e), suppressed, "persisting DHCP leases failed; no reply sent");
+            }
+            for p in dropped.into_iter().rev() {
+                for u in p.undo.into_iter().rev() {
+                    self.table.revert(u);
+                }
+            }
+            return;
+        }
+        for p in batch {
+            match p.then {
+                AfterCommit::Ack { reply, port } => self.outbox.push_back((reply, port)),
+                AfterCommit::Record(event) => {
+                    self.shared.stats.recorded.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(mac = %p.mac, event = event.code(), "DHCP lease change");
+                }
+            }
+        }
+        self.flush(ACK_SLICE, socks).await;
+    }
+
+    /// Send up to `n` committed ACKs, oldest first.
+    async fn flush(&mut self, n: usize, socks: Socks<'_>) {
+        for _ in 0..n {
+            let Some((reply, port)) = self.outbox.pop_front() else {
+                return;
+            };
+            if self.send(&reply, socks.get(port)).await {
+                self.shared.stats.acks.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(mac = %reply.mac, ip = %reply.yiaddr, boot = ?reply.file, "DHCPACK");
             }
         }
     }
@@ -490,40 +721,17 @@ impl<S: LeaseStore> Server<S> {
         }
     }
 
-    /// Persist every Upsert/Remove in order; false (and no reply) on the first failure.
-    async fn persist(&mut self, ops: &[LeaseOp], mac: Mac, now: i64) -> bool {
-        for op in ops {
-            let r = match op {
-                LeaseOp::Upsert(l) => self.store.upsert(l).await,
-                LeaseOp::Remove(m) => self.store.remove(*m).await,
-                LeaseOp::Hold { .. } => Ok(()),
-            };
-            if let Err(e) = r {
-                self.shared
-                    .stats
-                    .persist_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = self.logs.check("persist_failed", now) {
-                    tracing::error!(%mac, error = %error_chain(&e), suppressed, "persisting DHCP lease failed; no reply sent");
-                }
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn send(&mut self, reply: &Reply, sock: &UdpSocket) -> bool {
+    async fn send(&mut self, reply: &Reply, sock: Option<&UdpSocket>) -> bool {
         let dest = match reply.dest {
             Destination::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
             Destination::Unicast(a) => a,
         };
-        let sent = match wire::encode_reply(reply) {
-            Ok(bytes) => sock
-                .send_to(&bytes, dest)
+        let sent = match (wire::encode_reply(reply), sock) {
+            (Ok(bytes), Some(sock)) => send_datagram(sock, &bytes, dest)
                 .await
-                .map(|_| ())
                 .map_err(|e| e.to_string()),
-            Err(e) => Err(error_chain(&e)),
+            (Ok(_), None) => Err("no socket for the reply".to_owned()),
+            (Err(e), _) => Err(error_chain(&e)),
         };
         match sent {
             Ok(()) => true,
@@ -593,6 +801,175 @@ async fn rogue_watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dhcp::lease::{Lease, LeaseState, MemLeaseStore};
+    use crate::dhcp::wire::ReplyKind;
+
+    fn test_server(store: Arc<MemLeaseStore>) -> Server<MemLeaseStore> {
+        let mut c = DhcpConfig::new(
+            DhcpMode::Full,
+            Ipv4Addr::new(10, 99, 0, 1),
+            Ipv4Addr::new(10, 99, 0, 100),
+            Ipv4Addr::new(10, 99, 0, 199),
+        );
+        c.http_base = "http://10.99.0.1:8080".into();
+        Server {
+            policy: Policy::from_config(&c).expect("policy"),
+            table: LeaseTable::new(),
+            limiter: RateLimiter::new(30, 10_000, 64),
+            store,
+            known: Arc::new(|_m: Mac| true),
+            shared: Arc::new(DhcpShared::new()),
+            own_mac: None,
+            logs: LogLimiter::default(),
+            queue: Vec::new(),
+            outbox: VecDeque::new(),
+        }
+    }
+
+    fn bound(n: u8) -> Lease {
+        Lease {
+            mac: Mac([2, 0, 0, 0, 0, n]),
+            ip: Ipv4Addr::new(10, 99, 0, 100 + n),
+            state: LeaseState::Bound,
+            expires_at_ms: i64::MAX,
+            client_id: None,
+            hostname: None,
+            updated_at_ms: 1,
+        }
+    }
+
+    /// An ACK for `l`, addressed to `to` on loopback.
+    fn ack_to(l: &Lease, to: SocketAddr) -> AfterCommit {
+        let SocketAddr::V4(to) = to else {
+            panic!("IPv4 loopback expected")
+        };
+        AfterCommit::Ack {
+            reply: Reply {
+                kind: ReplyKind::Ack,
+                xid: u32::from(l.mac.0[5]),
+                mac: l.mac,
+                broadcast: false,
+                ciaddr: Ipv4Addr::UNSPECIFIED,
+                yiaddr: l.ip,
+                siaddr: Ipv4Addr::UNSPECIFIED,
+                giaddr: Ipv4Addr::UNSPECIFIED,
+                file: None,
+                options: vec![(54, vec![10, 99, 0, 1])],
+                dest: Destination::Unicast(to),
+            },
+            port: Port::Server,
+        }
+    }
+
+    /// The xids of the datagrams that arrive at `sock` within `wait`.
+    async fn received_xids(sock: &UdpSocket, wait: Duration) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1500];
+        let deadline = tokio::time::Instant::now() + wait;
+        for _ in 0..64 {
+            match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Ok(Ok(n)) if n >= 8 => {
+                    out.push(u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]));
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// Group commit over loopback: bindings decided while a write is in flight share the next
+    /// transaction; a failing transaction sends none of its ACKs (nor those queued behind it)
+    /// and takes their bindings back out of the table; after that the same requests succeed.
+    #[tokio::test]
+    async fn a_failed_batch_sends_no_ack_and_reverts_its_bindings() {
+        let store = Arc::new(MemLeaseStore::new());
+        let mut server = test_server(store.clone());
+        let sock = UdpSocket::bind("127.0.0.1:0").await.expect("server socket");
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client socket");
+        let to = client.local_addr().expect("addr");
+        let socks = Socks {
+            server: &sock,
+            pxe: None,
+        };
+        let (a, b, c) = (bound(1), bound(2), bound(3));
+        // Client A held its offer before asking; the hold must come back on failure.
+        server.table.apply(
+            &LeaseOp::Hold {
+                mac: a.mac,
+                ip: a.ip,
+                until_ms: i64::MAX,
+            },
+            true,
+        );
+        server.enqueue(
+            a.mac,
+            vec![LeaseOp::Upsert(a.clone())],
+            true,
+            ack_to(&a, to),
+        );
+        server.enqueue(
+            b.mac,
+            vec![LeaseOp::Upsert(b.clone())],
+            true,
+            ack_to(&b, to),
+        );
+        let (batch, commit) = server.start_commit().expect("a batch");
+        assert_eq!(batch.len(), 2, "both bindings in one transaction");
+        // Decided while the write is in flight: queued for the next one.
+        server.enqueue(
+            c.mac,
+            vec![LeaseOp::Upsert(c.clone())],
+            true,
+            ack_to(&c, to),
+        );
+        assert_eq!(server.table.get(c.mac), Some(&c), "applied when decided");
+        store.set_failing(true);
+        let r = commit.await;
+        assert!(r.is_err());
+        server.finish(batch, r, socks).await;
+        assert!(
+            received_xids(&client, Duration::from_millis(300))
+                .await
+                .is_empty(),
+            "no ACK for an unpersisted binding"
+        );
+        assert!(server.queue.is_empty(), "the queued request is dropped too");
+        assert!(server.start_commit().is_none());
+        for l in [&a, &b, &c] {
+            assert_eq!(server.table.get(l.mac), None, "{l:?} reverted");
+        }
+        assert_eq!(
+            server.table.hold(a.mac, 0),
+            Some(a.ip),
+            "A's offer hold is back"
+        );
+        assert_eq!(
+            server.shared.stats.persist_failed.load(Ordering::Relaxed),
+            3
+        );
+        assert!(store.rows().is_empty());
+
+        // The store recovers: the same bindings commit, then (only then) their ACKs go out.
+        store.set_failing(false);
+        for l in [&a, &b] {
+            server.enqueue(l.mac, vec![LeaseOp::Upsert(l.clone())], true, ack_to(l, to));
+        }
+        let (batch, commit) = server.start_commit().expect("a batch");
+        let r = commit.await;
+        assert!(r.is_ok());
+        assert_eq!(
+            store.rows(),
+            vec![a.clone(), b.clone()],
+            "durable before the ACKs"
+        );
+        server.finish(batch, r, socks).await;
+        assert_eq!(
+            received_xids(&client, Duration::from_millis(500)).await,
+            vec![1, 2]
+        );
+        assert_eq!(server.shared.stats.acks.load(Ordering::Relaxed), 2);
+        assert_eq!(server.table.get(a.mac), Some(&a));
+    }
 
     #[test]
     fn log_limiter_one_line_per_key_per_ten_seconds() {
