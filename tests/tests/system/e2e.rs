@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pxe_api::{IdentityKind, MachineState};
+use pxe_api::MachineState;
 use rackhand_tests::gate::{self, Need, announce};
 use rackhand_tests::{
     Appliance, ApplianceConfig, DiskFormat, Firmware, Netns, Result, VmBuilder, WorkDir, test_mac,
@@ -54,52 +54,14 @@ fn bios_unknown_machine_registers() -> Result<()> {
         registered.as_secs_f64()
     ));
 
-    let context = || format!("{m:#?}\n{}", vm.report());
-    assert_eq!(m.identity_kind, IdentityKind::Serial, "{}", context());
-    assert_eq!(m.identity_key, format!("serial:{serial}"), "{}", context());
-    assert_eq!(m.conflict_with, None, "{}", context());
-    assert!(!m.serial_untrusted, "{}", context());
-    for mac in [mac0, mac1] {
-        assert!(m.macs.contains(&mac), "MAC {mac} missing: {}", context());
-    }
-    let hw = m.hardware.as_ref().expect("a hardware report");
-    assert_eq!(
-        hw.dmi.system_serial.as_deref(),
-        Some(serial),
-        "{}",
-        context()
-    );
-    assert_eq!(
-        hw.dmi
-            .system_uuid
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some(uuid),
-        "{}",
-        context()
-    );
-    let nic_macs: Vec<_> = hw.nics.iter().map(|n| n.mac).collect();
-    assert!(
-        nic_macs.contains(&mac0) && nic_macs.contains(&mac1),
-        "{}",
-        context()
-    );
-    let disk = hw
-        .disks
-        .iter()
-        .find(|d| d.size_bytes == disk_bytes)
-        .unwrap_or_else(|| panic!("no {disk_bytes}-byte disk: {}", context()));
-    if let Some(s) = &disk.serial {
-        assert_eq!(s, "RHE2EDISK0", "{}", context());
-    }
-    // The kernel keeps some RAM for itself, but the report must be about this VM's memory.
-    let total = hw.memory.total_bytes.expect("memory total");
-    let ram = u64::from(mem_mib) << 20;
-    assert!(
-        total > ram / 2 && total <= ram,
-        "memory {total} for -m {mem_mib}: {}",
-        context()
-    );
+    let want = crate::support::Expect {
+        serial,
+        uuid: Some(uuid),
+        macs: &[mac0, mac1],
+        disk_bytes,
+        disk_serial: Some("RHE2EDISK0"),
+        mem_mib,
+    };
+    crate::support::assert_registered_by_serial(&m, &want, &vm.report());
     Ok(())
 }

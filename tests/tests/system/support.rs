@@ -41,7 +41,7 @@ pub(crate) struct Expect<'a> {
     pub(crate) mem_mib: u32,
 }
 
-/// Asserts what `bios_unknown_machine_registers` asserts: identity by serial, every MAC on the
+/// Asserts that a machine registered by its serial: identity by serial, every MAC on the
 /// record and in the hardware report, the disk, and memory of this VM's size. `context` is
 /// printed on failure (console tails).
 pub(crate) fn assert_registered_by_serial(m: &MachineView, want: &Expect<'_>, context: &str) {
