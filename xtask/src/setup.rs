@@ -24,6 +24,9 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "seabios",
     "ipxe-qemu",
     "ovmf",
+    // installer loop-device tests: losetup/mount (mount), mkfs.ext4 (e2fsprogs).
+    "mount",
+    "e2fsprogs",
 ];
 
 /// Debian packages only `cargo xtask bench boot-services` needs (the peers it measures).

@@ -1,0 +1,1173 @@
+//! The verified streaming writer: snapshot chunks in, a bootable disk out only if every byte
+//! checked out.
+//!
+//! ```text
+//!  data.zst bytes (any Read, one per attempt)
+//!      │  ChunkStream: frame length + SHA-256, zstd, raw length + SHA-256
+//!      ▼
+//!  verified chunk ──► chunk 0: first MiB copied to the held-back buffer, rest written
+//!      │              zero chunk + ZeroPolicy::SkipKnownZeroed: not written
+//!      │              otherwise: copied to an aligned buffer, pwrite (O_DIRECT if allowed)
+//!      ▼
+//!  ImageVerifier (kept across resumes) ── finish(): whole-image SHA-256
+//!      ▼
+//!  fsync → read back a sample of chunks (page cache dropped) → write the first MiB → fsync
+//!      → read back chunk 0 → BLKRRPART
+//! ```
+//!
+//! # Never a bootable half-image
+//!
+//! [`ImageWriter`] zeroes the first and the last MiB of the target and syncs before it writes
+//! any image byte: the first MiB holds the MBR, the primary GPT and the start of the boot
+//! area; the last holds the backup GPT that UEFI firmware falls back to when the primary is
+//! invalid. The image's own first MiB is written only in [`ImageWriter::finish`], after every
+//! chunk verified, the whole-image digest matched, the data was synced and a sample read back
+//! correctly. If anything fails after that write (sync, read-back of chunk 0), the first MiB is
+//! zeroed again (best effort: if the device fails that write too, it holds the complete image
+//! whose every chunk verified). So an interrupted or failed install never leaves a partition
+//! table over a partial image.
+//!
+//! # Resuming
+//!
+//! A dropped connection ends a [`ImageWriter::feed`] with a resumable error
+//! ([`WriteError::is_resumable`]); the next `feed` takes a fresh reader positioned at
+//! [`ImageWriter::resume_point`] (an HTTP `Range: bytes=N-` request) and continues at the
+//! first chunk not yet written. [`write_image`] wraps this loop with a bounded attempt count.
+//! A chunk that fails verification is not resumable: the data source is wrong, not flaky.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+use snapshot_tool::format::{
+    ChunkError, ChunkKind, ChunkStream, ImageVerifier, Manifest, Sha256Digest,
+};
+
+use crate::io::DIRECT_ALIGN;
+use crate::io::aligned::AlignedBuf;
+use crate::io::target::{FdTarget, WriteTarget, read_exact_at, write_all_at};
+use crate::preflight::CheckedTarget;
+
+/// Bytes held back and written last: the MBR, the primary GPT (34 sectors of 512 bytes, or 6
+/// of 4096) and the 1 MiB alignment gap where BIOS boot loaders live. Every snapshot chunk is
+/// at least this large, so the held-back region lies inside chunk 0.
+pub const HEAD_LEN: u64 = 1 << 20;
+
+/// Chunks read back after writing when the caller does not say: chunk 0, the last chunk and
+/// 14 spread over the image. At the default 4 MiB chunks that is 64 MiB of reads, a few
+/// seconds on any disk, enough to catch a target that drops or misplaces writes wholesale
+/// (a wrong offset, a lying write cache, a disk that is not really zeroed).
+pub const DEFAULT_READBACK_CHUNKS: u32 = 16;
+
+/// What to do with all-zero chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZeroPolicy {
+    /// Write them like any other chunk (the safe default: a disk's old contents are unknown).
+    #[default]
+    WriteZeros,
+    /// Skip them. Only correct after the whole disk was zeroed and that was verified
+    /// (`BLKZEROOUT`, or a sanitize with verification); a discard alone does not guarantee
+    /// zeros. Read-back samples still check skipped chunks read as zeros.
+    SkipKnownZeroed,
+}
+
+/// How to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// All-zero chunks.
+    pub zero_policy: ZeroPolicy,
+    /// Chunks to read back and re-hash after writing (chunk 0 is always among them); at least 1.
+    pub readback_chunks: u32,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            zero_policy: ZeroPolicy::WriteZeros,
+            readback_chunks: DEFAULT_READBACK_CHUNKS,
+        }
+    }
+}
+
+/// What the writer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Streaming chunks.
+    Writing,
+    /// Reading back samples.
+    Verifying,
+    /// Writing the first MiB, syncing, re-reading the partition table.
+    Finishing,
+}
+
+/// Progress, passed to the caller's callback after every chunk and at each phase change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Current phase.
+    pub phase: Phase,
+    /// Chunks verified and written so far.
+    pub chunks_done: u64,
+    /// Chunks in the image.
+    pub chunk_count: u64,
+    /// Raw image bytes done (`chunks_done` chunks' worth).
+    pub image_bytes_done: u64,
+    /// Image size.
+    pub image_size: u64,
+    /// Bytes of `data.zst` consumed (where a resume would start).
+    pub data_offset: u64,
+}
+
+/// Where the next attempt must start reading `data.zst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    /// First chunk not yet written.
+    pub chunk: u64,
+    /// Its offset in `data.zst` (`Range: bytes=<data_offset>-`); the data length when every
+    /// chunk is written.
+    pub data_offset: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+}
+
+/// Outcome of asking the kernel to re-read the partition table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionReread {
+    /// The target is a file: nothing to re-read.
+    NotABlockDevice,
+    /// The kernel re-read it.
+    Done,
+    /// The kernel refused (e.g. `EINVAL` on a loop device without partition scanning, `EBUSY`
+    /// if something holds a partition). The image is written and verified; the new table is
+    /// read at the next boot.
+    Failed {
+        /// The errno, when there was one.
+        os_error: Option<i32>,
+    },
+}
+
+/// What a successful write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// The verified whole-image SHA-256.
+    pub image_sha256: Sha256Digest,
+    /// Image size in bytes.
+    pub image_size: u64,
+    /// Chunks in the image.
+    pub chunks: u64,
+    /// Zero chunks not written ([`ZeroPolicy::SkipKnownZeroed`]).
+    pub zero_chunks_skipped: u64,
+    /// Image bytes written to the target (not counting the initial zeroing).
+    pub bytes_written: u64,
+    /// Chunks read back and found correct, in order.
+    pub readback: Vec<u64>,
+    /// Whether the writes bypassed the page cache to the end.
+    pub direct_io: bool,
+    /// Data attempts made (1 when nothing had to be resumed).
+    pub attempts: u32,
+    /// The partition-table re-read.
+    pub partition_table: PartitionReread,
+}
+
+/// Why a write failed. [`WriteError::code`] gives the stable reason code. Whatever the error,
+/// the first MiB of the target is zero when it is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The target is smaller than the image; nothing was written.
+    #[error("{target} holds {capacity} bytes, the image needs {image_size}")]
+    DeviceTooSmall {
+        /// The target.
+        target: String,
+        /// Its size.
+        capacity: u64,
+        /// Image size.
+        image_size: u64,
+    },
+    /// The image was built for another logical sector size (its partition table would be
+    /// wrong on this device); nothing was written.
+    #[error("{target} has {device}-byte logical sectors, the image was built for {image}")]
+    SectorSizeMismatch {
+        /// The target.
+        target: String,
+        /// The manifest's sector size.
+        image: u32,
+        /// The device's.
+        device: u32,
+    },
+    /// The data did not verify, ended early, could not be read, or the whole image hashed
+    /// to something else (the code is the format's: `chunk_digest_mismatch`,
+    /// `data_truncated`, `image_digest_mismatch`, ...).
+    #[error("snapshot data rejected")]
+    Data(#[source] ChunkError),
+    /// Opening the data source for an attempt failed.
+    #[error("opening the snapshot data at chunk {chunk} (data offset {data_offset}) failed")]
+    SourceOpen {
+        /// Chunk the attempt would have started at.
+        chunk: u64,
+        /// Data offset.
+        data_offset: u64,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The target stopped accepting bytes.
+    #[error("{target} accepted no more bytes at offset {offset}")]
+    ShortWrite {
+        /// The target.
+        target: String,
+        /// Where the write stalled.
+        offset: u64,
+    },
+    /// An I/O operation on the target failed.
+    #[error("{op} on {target} at offset {offset} failed")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The target.
+        target: String,
+        /// Where.
+        offset: u64,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// A chunk read back from the target differs from what was written.
+    #[error("{target}: chunk {index} at offset {offset} reads back wrong")]
+    ReadbackMismatch {
+        /// The target.
+        target: String,
+        /// Chunk index.
+        index: u64,
+        /// Its offset.
+        offset: u64,
+    },
+    /// `finish` before every chunk was written.
+    #[error("only {next} of {count} chunks were written")]
+    Incomplete {
+        /// Chunks written.
+        next: u64,
+        /// Chunks in the image.
+        count: u64,
+    },
+    /// The writer already failed with a non-resumable error.
+    #[error("the writer already failed ({code})")]
+    AlreadyFailed {
+        /// The first failure's code.
+        code: &'static str,
+    },
+}
+
+impl WriteError {
+    /// The stable reason code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::DeviceTooSmall { .. } => "device_too_small",
+            Self::SectorSizeMismatch { .. } => "sector_size_mismatch",
+            Self::Data(e) => e.code(),
+            Self::SourceOpen { .. } => "source_open_failed",
+            Self::ShortWrite { .. } => "short_write",
+            Self::Io { .. } => "io_error",
+            Self::ReadbackMismatch { .. } => "readback_mismatch",
+            Self::Incomplete { .. } => "incomplete",
+            Self::AlreadyFailed { .. } => "writer_failed",
+        }
+    }
+
+    /// Whether a new attempt with a fresh reader at [`ImageWriter::resume_point`] may
+    /// succeed: the data stream was cut or could not be read or opened. Verification, target
+    /// and size errors are final.
+    pub fn is_resumable(&self) -> bool {
+        matches!(
+            self,
+            Self::SourceOpen { .. }
+                | Self::Data(ChunkError::DataTruncated { .. } | ChunkError::Read { .. })
+        )
+    }
+}
+
+/// Writes one verified snapshot to one target. See the module docs.
+pub struct ImageWriter<'m> {
+    manifest: &'m Manifest,
+    target: Box<dyn WriteTarget>,
+    options: WriteOptions,
+    verifier: Option<ImageVerifier>,
+    next: u64,
+    head: AlignedBuf,
+    staging: AlignedBuf,
+    failed: Option<&'static str>,
+    attempts: u32,
+    bytes_written: u64,
+    zero_chunks_skipped: u64,
+}
+
+impl std::fmt::Debug for ImageWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageWriter")
+            .field("target", &self.target)
+            .field("next", &self.next)
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'m> ImageWriter<'m> {
+    /// Prepares to write `manifest`'s image to a disk that passed preflight. Checks size and
+    /// sector size, then zeroes the first and last MiB and syncs.
+    pub fn to_disk(
+        target: CheckedTarget,
+        manifest: &'m Manifest,
+        options: WriteOptions,
+    ) -> Result<Self, WriteError> {
+        Self::with_target(Box::new(FdTarget::device(target)), manifest, options)
+    }
+
+    /// The same for an existing regular file standing in for a disk (its length is the
+    /// capacity; it is never grown). For tests and for producing disk images.
+    pub fn to_file(
+        path: &Path,
+        manifest: &'m Manifest,
+        options: WriteOptions,
+    ) -> Result<Self, WriteError> {
+        let target = FdTarget::regular_file(path).map_err(|source| WriteError::Io {
+            op: "open",
+            target: path.display().to_string(),
+            offset: 0,
+            source,
+        })?;
+        Self::with_target(Box::new(target), manifest, options)
+    }
+
+    pub(crate) fn with_target(
+        target: Box<dyn WriteTarget>,
+        manifest: &'m Manifest,
+        options: WriteOptions,
+    ) -> Result<Self, WriteError> {
+        let image_size = manifest.image_size();
+        let capacity = target.capacity();
+        if capacity < image_size {
+            return Err(WriteError::DeviceTooSmall {
+                target: target.describe(),
+                capacity,
+                image_size,
+            });
+        }
+        let sector = manifest.geometry().sector_size();
+        if let Some(device) = target.logical_block_size()
+            && device != sector
+        {
+            return Err(WriteError::SectorSizeMismatch {
+                target: target.describe(),
+                image: sector,
+                device,
+            });
+        }
+        // Chunk sizes are capped at 64 MiB by the format, so these fit any usize.
+        let chunk_size = manifest.geometry().chunk_size() as usize;
+        let head_len = image_size.min(HEAD_LEN) as usize;
+        let mut writer = Self {
+            manifest,
+            target,
+            options,
+            verifier: Some(ImageVerifier::new(manifest)),
+            next: 0,
+            head: AlignedBuf::zeroed(head_len, DIRECT_ALIGN),
+            staging: AlignedBuf::zeroed(chunk_size.max(HEAD_LEN as usize), DIRECT_ALIGN),
+            failed: None,
+            attempts: 0,
+            bytes_written: 0,
+            zero_chunks_skipped: 0,
+        };
+        writer.clear_ends()?;
+        Ok(writer)
+    }
+
+    /// Zeroes the first and the last MiB of the target (see the module docs) and syncs.
+    fn clear_ends(&mut self) -> Result<(), WriteError> {
+        let capacity = self.target.capacity();
+        let len = capacity.min(HEAD_LEN);
+        self.zero_range(0, len)?;
+        self.zero_range(capacity - len, len)?;
+        self.sync()
+    }
+
+    fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), WriteError> {
+        // `len` is at most HEAD_LEN, which the staging buffer always holds.
+        let zeros = self.staging.fill_zero(len as usize);
+        write_all_at(self.target.as_mut(), zeros, offset)
+            .map_err(|e| target_error("zero", &*self.target, offset, e))
+    }
+
+    fn sync(&mut self) -> Result<(), WriteError> {
+        self.target
+            .sync()
+            .map_err(|e| target_error("sync", &*self.target, 0, e))
+    }
+
+    /// Where the next attempt must start.
+    pub fn resume_point(&self) -> ResumePoint {
+        ResumePoint {
+            chunk: self.next,
+            data_offset: self.data_offset(),
+            attempt: self.attempts + 1,
+        }
+    }
+
+    fn data_offset(&self) -> u64 {
+        self.manifest
+            .resume_offset(self.next)
+            .unwrap_or(self.manifest.data_len())
+    }
+
+    /// Whether every chunk has been written.
+    pub fn is_complete(&self) -> bool {
+        self.next == self.manifest.chunks().len() as u64
+    }
+
+    fn progress(&self, phase: Phase) -> Progress {
+        let image_bytes_done = self
+            .manifest
+            .chunk(self.next)
+            .map_or(self.manifest.image_size(), |c| c.image_offset);
+        Progress {
+            phase,
+            chunks_done: self.next,
+            chunk_count: self.manifest.chunks().len() as u64,
+            image_bytes_done,
+            image_size: self.manifest.image_size(),
+            data_offset: self.data_offset(),
+        }
+    }
+
+    /// Records a final failure and returns it.
+    fn fail(&mut self, e: WriteError) -> WriteError {
+        if !e.is_resumable() {
+            self.failed.get_or_insert(e.code());
+        }
+        e
+    }
+
+    /// Streams chunks from `reader`, which must be positioned at
+    /// [`resume_point`](Self::resume_point)`().data_offset`, until the end of the data. On a
+    /// resumable error, call again with a fresh reader; on any other error the writer is
+    /// spent.
+    pub fn feed<R: Read>(
+        &mut self,
+        reader: R,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(), WriteError> {
+        if let Some(code) = self.failed {
+            return Err(WriteError::AlreadyFailed { code });
+        }
+        self.attempts = self.attempts.saturating_add(1);
+        let manifest = self.manifest;
+        let mut stream = ChunkStream::starting_at(manifest, reader, self.next)
+            .map_err(|e| self.fail(WriteError::Data(e)))?;
+        while let Some(item) = stream.next_chunk() {
+            let chunk = item.map_err(|e| self.fail(WriteError::Data(e)))?;
+            if let Err(e) = self.write_chunk(chunk.index, chunk.image_offset, chunk.zero, chunk.raw)
+            {
+                return Err(self.fail(e));
+            }
+            progress(&self.progress(Phase::Writing));
+        }
+        stream
+            .expect_end()
+            .map_err(|e| self.fail(WriteError::Data(e)))
+    }
+
+    fn write_chunk(
+        &mut self,
+        index: u64,
+        image_offset: u64,
+        zero: bool,
+        raw: &[u8],
+    ) -> Result<(), WriteError> {
+        let (held, rest, offset) = if index == 0 {
+            let (held, rest) = raw.split_at(self.head.capacity().min(raw.len()));
+            (Some(held), rest, image_offset + held.len() as u64)
+        } else {
+            (None, raw, image_offset)
+        };
+        if let Some(held) = held {
+            self.head.copy_from(held);
+        }
+        if zero && self.options.zero_policy == ZeroPolicy::SkipKnownZeroed {
+            self.zero_chunks_skipped += 1;
+        } else if !rest.is_empty() {
+            let staged = self.staging.copy_from(rest);
+            write_all_at(self.target.as_mut(), staged, offset)
+                .map_err(|e| target_error("write", &*self.target, offset, e))?;
+            self.bytes_written += rest.len() as u64;
+        }
+        if let Some(verifier) = self.verifier.as_mut() {
+            verifier.update(index, raw).map_err(WriteError::Data)?;
+        }
+        self.next = index + 1;
+        Ok(())
+    }
+
+    /// Completes the install once every chunk is written: whole-image digest, sync, read-back
+    /// sample, the held-back first MiB, sync, read-back of chunk 0, partition-table re-read.
+    pub fn finish(
+        mut self,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<WriteReport, WriteError> {
+        if let Some(code) = self.failed {
+            return Err(WriteError::AlreadyFailed { code });
+        }
+        let count = self.manifest.chunks().len() as u64;
+        if self.next != count {
+            return Err(WriteError::Incomplete {
+                next: self.next,
+                count,
+            });
+        }
+        let image_sha256 = match self.verifier.take() {
+            Some(v) => v.finish().map_err(WriteError::Data)?,
+            None => return Err(WriteError::AlreadyFailed { code: "internal" }),
+        };
+        progress(&self.progress(Phase::Verifying));
+        self.sync()?;
+        self.drop_cache()?;
+        let samples = sample_chunks(count, self.options.readback_chunks, &image_sha256);
+        for &index in samples.iter().filter(|&&i| i != 0) {
+            self.read_back(index)?;
+        }
+
+        progress(&self.progress(Phase::Finishing));
+        if let Err(e) = self.release_head() {
+            // Best effort: the disk must not keep a table whose data did not verify.
+            let _ = self.zero_range(0, self.head.capacity() as u64);
+            let _ = self.target.sync();
+            return Err(e);
+        }
+        let partition_table = match self.target.reread_partitions() {
+            None => PartitionReread::NotABlockDevice,
+            Some(Ok(())) => PartitionReread::Done,
+            Some(Err(e)) => PartitionReread::Failed {
+                os_error: e.raw_os_error(),
+            },
+        };
+        Ok(WriteReport {
+            image_sha256,
+            image_size: self.manifest.image_size(),
+            chunks: count,
+            zero_chunks_skipped: self.zero_chunks_skipped,
+            bytes_written: self.bytes_written + self.head.capacity() as u64,
+            readback: samples,
+            direct_io: self.target.is_direct(),
+            attempts: self.attempts,
+            partition_table,
+        })
+    }
+
+    fn release_head(&mut self) -> Result<(), WriteError> {
+        write_all_at(self.target.as_mut(), self.head.as_slice(), 0)
+            .map_err(|e| target_error("write first MiB", &*self.target, 0, e))?;
+        self.sync()?;
+        self.drop_cache()?;
+        self.read_back(0)
+    }
+
+    fn drop_cache(&mut self) -> Result<(), WriteError> {
+        self.target
+            .drop_cache()
+            .map_err(|e| target_error("drop cache", &*self.target, 0, e))
+    }
+
+    /// Reads chunk `index` back from the target and compares its SHA-256 (or zeros).
+    fn read_back(&mut self, index: u64) -> Result<(), WriteError> {
+        let Some(entry) = self.manifest.chunk(index).copied() else {
+            return Ok(());
+        };
+        let buf = self.staging.resize(entry.raw_len as usize);
+        read_exact_at(self.target.as_mut(), buf, entry.image_offset)
+            .map_err(|e| target_error("read back", &*self.target, entry.image_offset, e))?;
+        let good = match entry.kind {
+            ChunkKind::Zero => self.staging.as_slice().iter().all(|&b| b == 0),
+            ChunkKind::Stored { raw_sha256, .. } => {
+                Sha256Digest::of(self.staging.as_slice()) == raw_sha256
+            }
+        };
+        if good {
+            Ok(())
+        } else {
+            Err(WriteError::ReadbackMismatch {
+                target: self.target.describe(),
+                index,
+                offset: entry.image_offset,
+            })
+        }
+    }
+}
+
+fn target_error(
+    op: &'static str,
+    target: &dyn WriteTarget,
+    offset: u64,
+    e: io::Error,
+) -> WriteError {
+    if e.kind() == io::ErrorKind::WriteZero {
+        WriteError::ShortWrite {
+            target: target.describe(),
+            offset,
+        }
+    } else {
+        WriteError::Io {
+            op,
+            target: target.describe(),
+            offset,
+            source: e,
+        }
+    }
+}
+
+/// Which chunks to read back: chunk 0, the last chunk and up to `n - 2` more spread by a
+/// generator seeded from the image digest (deterministic for one image, different across
+/// images). Sorted, without duplicates, at most `max(n, 1)` and at most `count` entries.
+pub fn sample_chunks(count: u64, n: u32, seed: &Sha256Digest) -> Vec<u64> {
+    if count == 0 {
+        return Vec::new();
+    }
+    let n = u64::from(n.max(1)).min(count);
+    if n == count {
+        return (0..count).collect();
+    }
+    let mut picked = std::collections::BTreeSet::from([0, count - 1]);
+    let mut state = u64::from_le_bytes(seed.0[..8].try_into().unwrap_or([0; 8]));
+    // Bounded: each round either adds an index or not, and there are at most 64·n rounds.
+    for _ in 0..64 * n {
+        if picked.len() as u64 >= n {
+            break;
+        }
+        // splitmix64: a well-mixed sequence from a single word of state.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        picked.insert(z % count);
+    }
+    picked.into_iter().take(n as usize).collect()
+}
+
+/// Writes the whole image through `writer`, opening the data with `open_at` for each attempt
+/// (at most `max_attempts`, at least 1) and resuming after resumable errors, then
+/// [`finish`](ImageWriter::finish)es. `open_at` receives where to start (the caller turns it
+/// into `Range: bytes=<data_offset>-`).
+pub fn write_image<R: Read>(
+    mut writer: ImageWriter<'_>,
+    max_attempts: u32,
+    mut open_at: impl FnMut(ResumePoint) -> io::Result<R>,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<WriteReport, WriteError> {
+    let max_attempts = max_attempts.max(1);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let at = writer.resume_point();
+        let result = match open_at(at) {
+            Ok(reader) => writer.feed(reader, progress),
+            Err(source) => {
+                writer.attempts = writer.attempts.saturating_add(1);
+                Err(WriteError::SourceOpen {
+                    chunk: at.chunk,
+                    data_offset: at.data_offset,
+                    source,
+                })
+            }
+        };
+        match result {
+            Ok(()) => break,
+            Err(e) if e.is_resumable() && attempt < max_attempts => {}
+            Err(e) => return Err(e),
+        }
+    }
+    writer.finish(progress)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::fault::{Fault, FaultTarget, MemTarget};
+    use proptest::prelude::*;
+    use snapshot_tool::build::{BuildOptions, build_stream};
+    use snapshot_tool::format::Geometry;
+
+    const MIB: usize = 1 << 20;
+
+    /// 4.5 MiB: a recognisable "boot sector" area, random-ish data, a zero chunk (index 2),
+    /// and a short last chunk.
+    fn image() -> Vec<u8> {
+        let mut img: Vec<u8> = (0..(4 * MIB + MIB / 2) as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        img[..512].fill(0xB0);
+        img[2 * MIB..3 * MIB].fill(0);
+        img
+    }
+
+    fn snapshot(img: &[u8]) -> (Manifest, Vec<u8>) {
+        let opts = BuildOptions {
+            chunk_size: MIB as u32,
+            threads: 1,
+            ..BuildOptions::default()
+        };
+        let mut data = Vec::new();
+        let m = build_stream(img, img.len() as u64, &opts, &mut data, &mut |_| {}).unwrap();
+        (m, data)
+    }
+
+    fn all_chunks() -> WriteOptions {
+        WriteOptions {
+            readback_chunks: u32::MAX,
+            ..WriteOptions::default()
+        }
+    }
+
+    fn head_is_zero(mem: &MemTarget) -> bool {
+        mem.bytes()[..MIB].iter().all(|&b| b == 0)
+    }
+
+    /// The image's boot sector (512 × 0xB0) is nowhere in the target's first sector. A
+    /// failure while zeroing can leave old bytes (0xEE) or a corrupted zero write (0xFF),
+    /// but the image's head is written only after success.
+    fn no_image_in_head(mem: &MemTarget) -> bool {
+        !mem.bytes()[..512].contains(&0xB0)
+    }
+
+    fn no_progress() -> impl FnMut(&Progress) {
+        |_| {}
+    }
+
+    #[test]
+    fn writes_the_image_and_clears_the_tail() {
+        let img = image();
+        let (m, data) = snapshot(&img);
+        assert_eq!(m.zero_chunks(), 1);
+        let mem = MemTarget::new(8 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let mut seen = Vec::new();
+        w.feed(&data[..], &mut |p: &Progress| seen.push(*p))
+            .unwrap();
+        assert!(w.is_complete());
+        // Before finish, the first MiB is still zero although chunk 0 was streamed.
+        assert!(head_is_zero(&mem));
+        let report = w.finish(&mut |p: &Progress| seen.push(*p)).unwrap();
+        let bytes = mem.bytes();
+        assert_eq!(&bytes[..img.len()], &img[..]);
+        // Untouched between the image and the last MiB; last MiB zeroed (old backup GPT).
+        assert!(bytes[img.len()..7 * MIB].iter().all(|&b| b == 0xEE));
+        assert!(bytes[7 * MIB..].iter().all(|&b| b == 0));
+        assert_eq!(report.image_sha256, m.image_sha256());
+        assert_eq!(report.image_sha256, Sha256Digest::of(&img));
+        assert_eq!(report.readback, vec![0, 1, 2, 3, 4]);
+        assert_eq!(report.bytes_written, img.len() as u64);
+        assert_eq!(report.attempts, 1);
+        assert_eq!(report.partition_table, PartitionReread::NotABlockDevice);
+        // One progress event per chunk, then the two phases, monotonic.
+        let writing: Vec<u64> = seen
+            .iter()
+            .filter(|p| p.phase == Phase::Writing)
+            .map(|p| p.chunks_done)
+            .collect();
+        assert_eq!(writing, vec![1, 2, 3, 4, 5]);
+        let last = seen.last().unwrap();
+        assert_eq!(last.phase, Phase::Finishing);
+        assert_eq!(last.image_bytes_done, img.len() as u64);
+        assert_eq!(last.data_offset, m.data_len());
+    }
+
+    #[test]
+    fn a_tampered_chunk_is_refused_and_the_head_stays_zero() {
+        let img = image();
+        let (m, mut data) = snapshot(&img);
+        let at = m.resume_offset(3).unwrap() as usize + 10;
+        data[at] ^= 0x40;
+        let mem = MemTarget::new(8 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let err = w.feed(&data[..], &mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "chunk_digest_mismatch");
+        assert!(!err.is_resumable());
+        assert!(head_is_zero(&mem));
+        // The writer is spent: neither feed nor finish go on.
+        let err = w.feed(&data[..], &mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "writer_failed");
+        let err = w.finish(&mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "writer_failed");
+        assert!(head_is_zero(&mem));
+    }
+
+    #[test]
+    fn a_truncated_stream_resumes_from_the_last_verified_chunk() {
+        let img = image();
+        let (m, data) = snapshot(&img);
+        let mem = MemTarget::new(6 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let cut = m.resume_offset(3).unwrap() as usize + 100;
+        let err = w.feed(&data[..cut], &mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "data_truncated");
+        assert!(err.is_resumable());
+        assert!(head_is_zero(&mem));
+        let at = w.resume_point();
+        assert_eq!(at.chunk, 3);
+        assert_eq!(at.data_offset, m.resume_offset(3).unwrap());
+        assert_eq!(at.attempt, 2);
+        w.feed(&data[at.data_offset as usize..], &mut no_progress())
+            .unwrap();
+        let report = w.finish(&mut no_progress()).unwrap();
+        assert_eq!(report.attempts, 2);
+        assert_eq!(&mem.bytes()[..img.len()], &img[..]);
+    }
+
+    /// A reader that fails with an I/O error after `limit` bytes (a reset connection).
+    struct Cut<'a> {
+        data: &'a [u8],
+        limit: usize,
+    }
+
+    impl Read for Cut<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.limit == 0 {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+            }
+            let n = buf.len().min(self.limit).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            self.limit -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn write_image_retries_with_range_offsets() {
+        let img = image();
+        let (m, data) = snapshot(&img);
+        let mem = MemTarget::new(5 * MIB);
+        let w =
+            ImageWriter::with_target(Box::new(mem.clone()), &m, WriteOptions::default()).unwrap();
+        let mut asked = Vec::new();
+        let report = write_image(
+            w,
+            5,
+            |at: ResumePoint| {
+                asked.push((at.attempt, at.chunk, at.data_offset));
+                let rest = &data[at.data_offset as usize..];
+                match at.attempt {
+                    // First connection dies after 1.5 chunks' worth of frames.
+                    1 => Ok(Cut {
+                        data: rest,
+                        limit: m.resume_offset(1).unwrap() as usize + 50,
+                    }),
+                    2 => Err(io::Error::new(io::ErrorKind::TimedOut, "no route")),
+                    _ => Ok(Cut {
+                        data: rest,
+                        limit: usize::MAX,
+                    }),
+                }
+            },
+            &mut no_progress(),
+        )
+        .unwrap();
+        assert_eq!(
+            asked,
+            vec![
+                (1, 0, 0),
+                (2, 1, m.resume_offset(1).unwrap()),
+                (3, 1, m.resume_offset(1).unwrap()),
+            ]
+        );
+        assert_eq!(report.attempts, 3);
+        assert_eq!(&mem.bytes()[..img.len()], &img[..]);
+    }
+
+    #[test]
+    fn write_image_gives_up_after_the_attempt_budget() {
+        let img = image();
+        let (m, data) = snapshot(&img);
+        let mem = MemTarget::new(5 * MIB);
+        let w =
+            ImageWriter::with_target(Box::new(mem.clone()), &m, WriteOptions::default()).unwrap();
+        let mut calls = 0;
+        let err = write_image(
+            w,
+            3,
+            |at: ResumePoint| {
+                calls += 1;
+                Ok(&data[at.data_offset as usize..(at.data_offset as usize + 10).min(data.len())])
+            },
+            &mut no_progress(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "data_truncated");
+        assert_eq!(calls, 3);
+        assert!(head_is_zero(&mem));
+    }
+
+    #[test]
+    fn too_small_and_wrong_sector_size_touch_nothing() {
+        let img = image();
+        let (m, _) = snapshot(&img);
+        let mem = MemTarget::new(img.len() - 512);
+        let err = ImageWriter::with_target(Box::new(mem.clone()), &m, WriteOptions::default())
+            .unwrap_err();
+        assert_eq!(err.code(), "device_too_small");
+        assert!(mem.bytes().iter().all(|&b| b == 0xEE));
+
+        let mem = MemTarget::with_block_size(8 * MIB, 4096);
+        let err = ImageWriter::with_target(Box::new(mem.clone()), &m, WriteOptions::default())
+            .unwrap_err();
+        assert_eq!(err.code(), "sector_size_mismatch");
+        assert!(mem.bytes().iter().all(|&b| b == 0xEE));
+
+        // Exactly the image size fits; the block size matches: partition table re-read.
+        let mem = MemTarget::with_block_size(img.len(), 512);
+        let (m, data) = snapshot(&img);
+        let w =
+            ImageWriter::with_target(Box::new(mem.clone()), &m, WriteOptions::default()).unwrap();
+        let report = write_image(w, 1, |_| Ok(&data[..]), &mut no_progress()).unwrap();
+        assert_eq!(report.partition_table, PartitionReread::Done);
+        assert_eq!(mem.bytes(), img);
+    }
+
+    #[test]
+    fn a_wrong_image_digest_keeps_the_head_zero() {
+        let img = image();
+        let (good, data) = snapshot(&img);
+        let geometry = Geometry::new(
+            good.image_size(),
+            good.geometry().sector_size(),
+            good.geometry().chunk_size(),
+        )
+        .unwrap();
+        let m =
+            Manifest::from_parts(geometry, good.chunks().to_vec(), Sha256Digest([7; 32])).unwrap();
+        let mem = MemTarget::new(8 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        w.feed(&data[..], &mut no_progress()).unwrap();
+        let err = w.finish(&mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "image_digest_mismatch");
+        assert!(head_is_zero(&mem));
+        // Every other chunk was written: only the head is withheld.
+        assert_eq!(&mem.bytes()[MIB..img.len()], &img[MIB..]);
+    }
+
+    #[test]
+    fn trailing_data_and_early_finish_are_refused() {
+        let img = image();
+        let (m, mut data) = snapshot(&img);
+        let mem = MemTarget::new(8 * MIB);
+        let w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        assert_eq!(
+            w.finish(&mut no_progress()).unwrap_err().code(),
+            "incomplete"
+        );
+        data.push(0);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let err = w.feed(&data[..], &mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "data_length_mismatch");
+        assert!(!err.is_resumable());
+        assert!(head_is_zero(&mem));
+    }
+
+    #[test]
+    fn skipping_zero_chunks_needs_a_zeroed_disk() {
+        let img = image();
+        let (m, data) = snapshot(&img);
+        let skip = WriteOptions {
+            zero_policy: ZeroPolicy::SkipKnownZeroed,
+            readback_chunks: u32::MAX,
+        };
+        // Old contents (0xEE) where the zero chunk goes: the read-back catches the false claim.
+        let mem = MemTarget::new(8 * MIB);
+        let w = ImageWriter::with_target(Box::new(mem.clone()), &m, skip).unwrap();
+        let err = write_image(w, 1, |_| Ok(&data[..]), &mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "readback_mismatch");
+        assert!(head_is_zero(&mem));
+
+        // A really zeroed disk: the chunk is skipped and the result is exact.
+        let mem = MemTarget::new(8 * MIB);
+        let mut zeroed = FaultTarget::new(mem.clone(), vec![]);
+        write_all_at(&mut zeroed, &vec![0; 8 * MIB], 0).unwrap();
+        let w = ImageWriter::with_target(Box::new(zeroed), &m, skip).unwrap();
+        let report = write_image(w, 1, |_| Ok(&data[..]), &mut no_progress()).unwrap();
+        assert_eq!(report.zero_chunks_skipped, 1);
+        assert_eq!(report.bytes_written, (img.len() - MIB) as u64);
+        assert_eq!(&mem.bytes()[..img.len()], &img[..]);
+    }
+
+    #[test]
+    fn fault_table() {
+        let img = image();
+        let (m, data) = snapshot(&img);
+        // Calls: 1 = zero head, 2 = zero tail, 3.. = chunk 1..4 writes (chunk 0's rest
+        // first), then reads.
+        let cases: Vec<(&str, Vec<Fault>, Result<(), &str>)> = vec![
+            ("clean", vec![], Ok(())),
+            (
+                "short writes and interrupts",
+                vec![
+                    Fault::Short(4096),
+                    Fault::Interrupted,
+                    Fault::Pass,
+                    Fault::Short(1),
+                    Fault::WouldBlock,
+                    Fault::Short(513),
+                ],
+                Ok(()),
+            ),
+            ("EIO zeroing the head", vec![Fault::Eio], Err("io_error")),
+            (
+                "EIO mid-image",
+                vec![
+                    Fault::Pass,
+                    Fault::Pass,
+                    Fault::Pass,
+                    Fault::Pass,
+                    Fault::Eio,
+                ],
+                Err("io_error"),
+            ),
+            (
+                "target stops accepting",
+                vec![Fault::Pass, Fault::Pass, Fault::Pass, Fault::Zero],
+                Err("short_write"),
+            ),
+            (
+                "EINVAL is an I/O error on a target that cannot fall back",
+                vec![Fault::Pass, Fault::Pass, Fault::Einval],
+                Err("io_error"),
+            ),
+            (
+                "silent corruption is caught by the read-back",
+                vec![Fault::Pass, Fault::Pass, Fault::Pass, Fault::Corrupt],
+                Err("readback_mismatch"),
+            ),
+        ];
+        for (what, faults, want) in cases {
+            let mem = MemTarget::new(6 * MIB);
+            let target = FaultTarget::new(mem.clone(), faults);
+            let got = ImageWriter::with_target(Box::new(target), &m, all_chunks())
+                .and_then(|w| write_image(w, 1, |_| Ok(&data[..]), &mut no_progress()));
+            match (got, want) {
+                (Ok(_), Ok(())) => assert_eq!(&mem.bytes()[..img.len()], &img[..], "{what}"),
+                (Err(e), Err(code)) => {
+                    assert_eq!(e.code(), code, "{what}: {e}");
+                    assert!(no_image_in_head(&mem), "{what}");
+                }
+                (got, want) => panic!("{what}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failure_after_the_head_was_written_zeroes_it_again() {
+        let img = image();
+        let (m, data) = snapshot(&img);
+        // Corrupt each I/O call in turn; the one that corrupts the head write must be caught
+        // by the read-back of chunk 0 and leave the head zeroed again.
+        let mut head_corruptions = 0;
+        for k in 0..20 {
+            let mut faults = vec![Fault::Pass; k];
+            faults.push(Fault::Corrupt);
+            let mem = MemTarget::new(6 * MIB);
+            let target = FaultTarget::new(mem.clone(), faults);
+            let w = ImageWriter::with_target(Box::new(target), &m, all_chunks()).unwrap();
+            match write_image(w, 1, |_| Ok(&data[..]), &mut no_progress()) {
+                Ok(_) => assert_eq!(&mem.bytes()[..img.len()], &img[..], "call {k}"),
+                Err(WriteError::ReadbackMismatch { index: 0, .. }) => {
+                    head_corruptions += 1;
+                    assert!(head_is_zero(&mem), "call {k}");
+                }
+                Err(e) => {
+                    assert_eq!(e.code(), "readback_mismatch", "call {k}");
+                    assert!(head_is_zero(&mem), "call {k}");
+                }
+            }
+        }
+        assert_eq!(head_corruptions, 1);
+    }
+
+    #[test]
+    fn tiny_images_hold_back_only_themselves() {
+        let img: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8 + 1).collect();
+        let (m, data) = snapshot(&img);
+        let mem = MemTarget::new(4 * MIB);
+        let w =
+            ImageWriter::with_target(Box::new(mem.clone()), &m, WriteOptions::default()).unwrap();
+        let report = write_image(w, 1, |_| Ok(&data[..]), &mut no_progress()).unwrap();
+        assert_eq!(report.readback, vec![0]);
+        let bytes = mem.bytes();
+        assert_eq!(&bytes[..8192], &img[..]);
+        assert!(bytes[8192..MIB].iter().all(|&b| b == 0));
+        assert!(bytes[MIB..3 * MIB].iter().all(|&b| b == 0xEE));
+    }
+
+    #[test]
+    fn samples_are_bounded_sorted_and_include_the_ends() {
+        let seed = Sha256Digest([3; 32]);
+        assert!(sample_chunks(0, 16, &seed).is_empty());
+        assert_eq!(sample_chunks(1, 16, &seed), vec![0]);
+        assert_eq!(sample_chunks(5, 16, &seed), vec![0, 1, 2, 3, 4]);
+        assert_eq!(sample_chunks(5, 0, &seed), vec![0]);
+        assert_eq!(sample_chunks(1000, 2, &seed), vec![0, 999]);
+        let s = sample_chunks(1000, 16, &seed);
+        assert_eq!(s.len(), 16);
+        assert_eq!(s.first(), Some(&0));
+        assert_eq!(s.last(), Some(&999));
+        assert!(s.windows(2).all(|w| w[0] < w[1]));
+        // Deterministic per image, different across images.
+        assert_eq!(s, sample_chunks(1000, 16, &seed));
+        assert_ne!(s, sample_chunks(1000, 16, &Sha256Digest([4; 32])));
+    }
+
+    fn fault() -> impl Strategy<Value = Fault> {
+        prop_oneof![
+            6 => Just(Fault::Pass),
+            3 => (1usize..8192).prop_map(Fault::Short),
+            2 => Just(Fault::Interrupted),
+            1 => Just(Fault::WouldBlock),
+            1 => Just(Fault::Eio),
+            1 => Just(Fault::Zero),
+            1 => Just(Fault::Corrupt),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Whatever the target does, the result is either the exact image or a clean failure
+        /// with no boot sector on the disk; only benign faults always succeed.
+        #[test]
+        fn faults_give_the_image_or_a_clean_failure(
+            faults in proptest::collection::vec(fault(), 0..40),
+        ) {
+            let img = image();
+            let (m, data) = snapshot(&img);
+            let benign = faults.iter().all(|f| matches!(
+                f,
+                Fault::Pass | Fault::Short(_) | Fault::Interrupted | Fault::WouldBlock
+            ));
+            let mem = MemTarget::new(6 * MIB);
+            let target = FaultTarget::new(mem.clone(), faults);
+            let got = ImageWriter::with_target(Box::new(target), &m, all_chunks())
+                .and_then(|w| write_image(w, 1, |_| Ok(&data[..]), &mut |_| {}));
+            let bytes = mem.bytes();
+            match got {
+                Ok(report) => {
+                    prop_assert_eq!(&bytes[..img.len()], &img[..]);
+                    prop_assert_eq!(report.image_sha256, Sha256Digest::of(&img));
+                }
+                Err(e) => {
+                    prop_assert!(!benign, "benign faults failed: {}", e);
+                    // The head is released only over a complete, verified body; if a later
+                    // step fails and the device also fails the re-zeroing, what remains is
+                    // the whole image, never a half one.
+                    prop_assert!(
+                        no_image_in_head(&mem) || bytes[MIB..img.len()] == img[MIB..],
+                        "half image after {}", e
+                    );
+                }
+            }
+        }
+    }
+}
