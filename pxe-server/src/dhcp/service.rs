@@ -467,8 +467,8 @@ pub async fn serve<S: LeaseStore>(
             inflight = batch;
             commit = Some(c);
         }
+        // Unbiased: a flood on one port must not starve the other or the commit.
         tokio::select! {
-            biased;
             () = shutdown.cancelled() => break,
             r = async {
                 match commit.as_mut() {

@@ -167,6 +167,9 @@ impl Store {
         let pool = AnyPoolOptions::new()
             // SQLite serialises writers; a few connections let readers proceed beside them.
             .max_connections(8)
+            // SQLite connections live in-process: a liveness ping before every query only costs
+            // a thread round trip.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .after_connect(|conn, _meta| {
                 Box::pin(async move {
