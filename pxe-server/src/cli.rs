@@ -58,6 +58,9 @@ pub struct ServeArgs {
     /// DHCP address range START-END (full mode).
     #[arg(long)]
     pub dhcp_range: Option<String>,
+    /// Most live leases for MACs not in the inventory [default: half the range].
+    #[arg(long)]
+    pub dhcp_unknown_max: Option<u32>,
     /// TFTP listen address (off unless set).
     #[arg(long)]
     pub tftp: Option<std::net::SocketAddr>,
@@ -80,6 +83,7 @@ impl ServeArgs {
             interface: self.interface.clone(),
             dhcp_mode: self.dhcp_mode,
             dhcp_range: self.dhcp_range.clone(),
+            dhcp_unknown_max: self.dhcp_unknown_max,
             tftp: self.tftp,
             kernel_args: self.kernel_args.clone(),
         }

@@ -42,6 +42,9 @@ pub struct FileConfig {
     pub dhcp_mode: Option<DhcpMode>,
     /// DHCP range `START-END`.
     pub dhcp_range: Option<String>,
+    /// At most this many live leases for MACs the inventory does not know (default: half the
+    /// range), so unknown clients cannot exhaust the pool for known machines.
+    pub dhcp_unknown_max: Option<u32>,
     /// TFTP listen address.
     pub tftp: Option<SocketAddr>,
     /// Extra kernel arguments for the agent.
@@ -65,6 +68,8 @@ pub struct ServeConfig {
     pub dhcp_mode: DhcpMode,
     /// DHCP range.
     pub dhcp_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    /// Cap on live leases for unknown MACs (None: half the range).
+    pub dhcp_unknown_max: Option<u32>,
     /// TFTP listen address (None: TFTP off).
     pub tftp: Option<SocketAddr>,
     /// Extra kernel arguments for the agent.
@@ -141,6 +146,7 @@ impl FileConfig {
             interface: over.interface.or(self.interface),
             dhcp_mode: over.dhcp_mode.or(self.dhcp_mode),
             dhcp_range: over.dhcp_range.or(self.dhcp_range),
+            dhcp_unknown_max: over.dhcp_unknown_max.or(self.dhcp_unknown_max),
             tftp: over.tftp.or(self.tftp),
             kernel_args: over.kernel_args.or(self.kernel_args),
         }
@@ -249,6 +255,7 @@ impl FileConfig {
             interface: self.interface,
             dhcp_mode,
             dhcp_range,
+            dhcp_unknown_max: self.dhcp_unknown_max,
             tftp: self.tftp,
             kernel_args,
         })
@@ -274,6 +281,8 @@ pub const DEFAULT_FILE: &str = r#"# rackhand appliance configuration. Every key 
 # off (default), full (serve addresses) or proxy (another DHCP server gives addresses).
 # dhcp_mode = "off"
 # dhcp_range = "10.99.0.100-10.99.0.199"
+# At most this many leases for MACs the inventory does not know (default: half the range).
+# dhcp_unknown_max = 50
 
 # TFTP for firmware that cannot boot over HTTP.
 # tftp = "0.0.0.0:69"

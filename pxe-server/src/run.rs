@@ -46,6 +46,9 @@ fn dhcp_config(cfg: &ServeConfig) -> Result<crate::dhcp::DhcpConfig> {
     d.interface = Some(iface.to_owned());
     d.netmask = netmask;
     d.http_base = cfg.public_url.clone();
+    if cfg.dhcp_unknown_max.is_some() {
+        d.unknown_max_leases = cfg.dhcp_unknown_max;
+    }
     // The network's own routers own IPv6 in proxy mode; in full mode the appliance ends
     // iPXE's IPv6 wait itself.
     d.router_advertisements = mode == crate::dhcp::DhcpMode::Full;
