@@ -136,6 +136,11 @@ pub enum RebootReason {
     TokenRevoked,
     /// Registration put the machine in a state the agent does not serve (e.g. `conflict`).
     StateNotServed(MachineState),
+    /// An install order succeeded and its result was delivered: boot the installed OS.
+    Installed {
+        /// The snapshot written.
+        snapshot: String,
+    },
     /// The appliance kept refusing the agent.
     Rejected {
         /// Last status.
@@ -294,6 +299,29 @@ impl<T: Transport> Api<T> {
     }
 }
 
+/// Carries out the orders that change the machine. The real one is
+/// [`crate::install::LiveInstaller`]; tests script it.
+pub trait Executor {
+    /// Carries out `install {snapshot, url}` and returns the result to report. Progress
+    /// reports passed to `progress` are forwarded to the appliance (best effort).
+    fn install(
+        &mut self,
+        snapshot: &str,
+        url: &str,
+        hardware: &HardwareReport,
+        progress: &mut dyn FnMut(ProgressReport),
+    ) -> ResultReport;
+}
+
+/// What follows a delivered result.
+#[derive(Debug, Clone, PartialEq)]
+enum Then {
+    /// Poll again (after the order backoff).
+    Poll,
+    /// End the boot.
+    Finish(Finish),
+}
+
 /// Where the loop is.
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -301,8 +329,8 @@ enum Step {
     Register,
     /// Ask for orders.
     Poll,
-    /// Deliver a result (retried until the appliance has it), then poll again.
-    Report(ResultReport),
+    /// Deliver a result (retried until the appliance has it), then go on.
+    Report(ResultReport, Then),
 }
 
 /// Whether the loop may carry on after an error.
@@ -392,6 +420,7 @@ pub fn run<T: Transport>(
     env: &mut dyn Env,
     timing: &Timing,
     hardware: &HardwareReport,
+    executor: &mut dyn Executor,
 ) -> Finish {
     let mut retry = Retry {
         backoff: Backoff::new(timing.backoff_base, timing.backoff_cap),
@@ -434,49 +463,85 @@ pub fn run<T: Transport>(
                             crate::info!("order reboot");
                             return Finish::Reboot(RebootReason::Ordered);
                         }
-                        OrderReply::Known(order @ (Order::Install { .. } | Order::Recycle)) => {
+                        OrderReply::Known(Order::Install { snapshot, url }) => {
+                            crate::info!("order install: snapshot {snapshot} from {url}");
+                            let report = executor.install(&snapshot, &url, hardware, &mut |p| {
+                                crate::info!(
+                                    "install: {}{}{}",
+                                    p.stage,
+                                    p.percent.map(|n| format!(" {n}%")).unwrap_or_default(),
+                                    p.message
+                                        .as_deref()
+                                        .map(|m| format!(": {m}"))
+                                        .unwrap_or_default()
+                                );
+                                if let Err(e) = api.progress(&p) {
+                                    crate::warn!("progress ({}) not delivered: {e}", p.stage);
+                                }
+                            });
+                            let then = if report.outcome == Outcome::Success {
+                                Then::Finish(Finish::Reboot(RebootReason::Installed { snapshot }))
+                            } else {
+                                Then::Poll
+                            };
+                            Ok(Step::Report(report, then))
+                        }
+                        OrderReply::Known(order @ Order::Recycle) => {
                             crate::warn!(
                                 "order {}: not implemented in this agent yet; reporting unsupported",
                                 order.name()
                             );
-                            Ok(Step::Report(unsupported(
-                                order.name(),
-                                "not_implemented",
-                                format!(
-                                    "pxeimage {} cannot carry out {} orders yet",
-                                    env!("CARGO_PKG_VERSION"),
-                                    order.name()
+                            Ok(Step::Report(
+                                unsupported(
+                                    order.name(),
+                                    "not_implemented",
+                                    format!(
+                                        "pxeimage {} cannot carry out {} orders yet",
+                                        env!("CARGO_PKG_VERSION"),
+                                        order.name()
+                                    ),
                                 ),
-                            )))
+                                Then::Poll,
+                            ))
                         }
                         OrderReply::Unknown { tag } => {
                             crate::warn!(
                                 "order {tag:?}: unknown to this agent; reporting unsupported"
                             );
-                            Ok(Step::Report(unsupported(
-                                &tag,
-                                "unknown_order",
-                                format!(
-                                    "pxeimage {} does not know the order {tag:?}",
-                                    env!("CARGO_PKG_VERSION")
+                            Ok(Step::Report(
+                                unsupported(
+                                    &tag,
+                                    "unknown_order",
+                                    format!(
+                                        "pxeimage {} does not know the order {tag:?}",
+                                        env!("CARGO_PKG_VERSION")
+                                    ),
                                 ),
-                            )))
+                                Then::Poll,
+                            ))
                         }
                         OrderReply::Malformed { tag, detail } => {
                             crate::warn!("order {tag:?} did not decode: {detail}");
-                            Ok(Step::Report(unsupported(
-                                &tag,
-                                "malformed_order",
-                                format!("order did not decode: {detail}"),
-                            )))
+                            Ok(Step::Report(
+                                unsupported(
+                                    &tag,
+                                    "malformed_order",
+                                    format!("order did not decode: {detail}"),
+                                ),
+                                Then::Poll,
+                            ))
                         }
                     }
                 }
                 Err(e) => Err(("orders", e)),
             },
-            Step::Report(report) => match api.result(report) {
+            Step::Report(report, then) => match api.result(report) {
                 Ok(()) => {
                     retry.success();
+                    if let Then::Finish(f) = then {
+                        crate::info!("result delivered; ending the boot");
+                        return f.clone();
+                    }
                     let d = order_backoff.next_delay(env.random());
                     crate::debug!("result delivered; polling again in {} ms", d.as_millis());
                     env.sleep(d);
@@ -610,17 +675,68 @@ mod tests {
 
     const REGISTERED: &str = r#"{"machine_id":"m-1","identity_key":"serial:A","identity_kind":"serial","state":"available","created":true}"#;
 
+    /// Scripted install outcomes; records the orders it was given.
+    #[derive(Default)]
+    struct Installs {
+        outcomes: VecDeque<(Outcome, Option<&'static str>)>,
+        given: Vec<(String, String)>,
+    }
+
+    impl Executor for Installs {
+        fn install(
+            &mut self,
+            snapshot: &str,
+            url: &str,
+            _hardware: &HardwareReport,
+            progress: &mut dyn FnMut(ProgressReport),
+        ) -> ResultReport {
+            self.given.push((snapshot.to_owned(), url.to_owned()));
+            progress(ProgressReport {
+                order: "install".into(),
+                stage: "write".into(),
+                percent: Some(50),
+                message: None,
+            });
+            let (outcome, code) = self
+                .outcomes
+                .pop_front()
+                .unwrap_or((Outcome::Failure, Some("script_ended")));
+            ResultReport {
+                order: "install".into(),
+                outcome,
+                code: code.map(str::to_owned),
+                message: None,
+                detail: None,
+            }
+        }
+    }
+
     fn run_script(
         replies: Vec<Result<Response, TransportError>>,
         timing: &Timing,
     ) -> (Finish, Vec<Request>, Vec<Duration>) {
+        let (f, seen, slept, _) = run_installs(replies, timing, Installs::default());
+        (f, seen, slept)
+    }
+
+    fn run_installs(
+        replies: Vec<Result<Response, TransportError>>,
+        timing: &Timing,
+        mut installs: Installs,
+    ) -> (Finish, Vec<Request>, Vec<Duration>, Installs) {
         let mut api = Api::new(Script {
             replies: replies.into(),
             seen: Vec::new(),
         });
         let mut clock = Clock::default();
-        let f = run(&mut api, &mut clock, timing, &HardwareReport::default());
-        (f, api.transport.seen, clock.slept)
+        let f = run(
+            &mut api,
+            &mut clock,
+            timing,
+            &HardwareReport::default(),
+            &mut installs,
+        );
+        (f, api.transport.seen, clock.slept, installs)
     }
 
     #[test]
@@ -776,13 +892,72 @@ mod tests {
         assert_eq!(slept.len(), 2);
     }
 
+    fn results(seen: &[Request]) -> Vec<ResultReport> {
+        seen.iter()
+            .filter(|r| r.path == routes::AGENT_RESULT)
+            .map(|r| serde_json::from_slice(r.body.as_deref().unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_install_is_reported_and_retried_a_success_reboots() {
+        let install = r#"{"order":"install","snapshot":"s","url":"/assets/snapshots/s/"}"#;
+        let installs = Installs {
+            outcomes: [
+                (Outcome::Failure, Some("chunk_digest_mismatch")),
+                (Outcome::Success, None),
+            ]
+            .into(),
+            given: Vec::new(),
+        };
+        let (f, seen, slept, installs) = run_installs(
+            vec![
+                ok(201, REGISTERED.replace("available", "installing").as_str()),
+                ok(200, "{}"),
+                ok(200, install),
+                ok(200, "{}"), // progress
+                ok(200, "{}"), // failure result
+                ok(200, install),
+                ok(200, "{}"), // progress
+                ok(503, ""),   // success result not delivered: sent again
+                ok(200, "{}"),
+            ],
+            &Timing::default(),
+            installs,
+        );
+        assert_eq!(
+            f,
+            Finish::Reboot(RebootReason::Installed {
+                snapshot: "s".into()
+            })
+        );
+        assert_eq!(installs.given.len(), 2);
+        assert_eq!(installs.given[0].1, "/assets/snapshots/s/");
+        let results = results(&seen);
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0].outcome, Outcome::Failure);
+        assert_eq!(results[0].code.as_deref(), Some("chunk_digest_mismatch"));
+        assert_eq!(results[1].outcome, Outcome::Success);
+        assert_eq!(results[1], results[2]);
+        let progress: Vec<&Request> = seen
+            .iter()
+            .filter(|r| r.path == routes::AGENT_PROGRESS)
+            .collect();
+        assert_eq!(progress.len(), 3, "register + one per install");
+        // After the failure: the order backoff before polling again; after the 503: the
+        // retry backoff; no sleep after the delivered success.
+        let secs = |c| crate::backoff::scale(Duration::from_secs(c), u64::MAX, 0, 1000);
+        assert_eq!(slept, vec![secs(1), secs(1)]);
+        assert_eq!(seen.last().map(|r| r.path), Some(routes::AGENT_RESULT));
+    }
+
     #[test]
     fn unsupported_orders_are_reported_and_polled_with_growing_delays() {
         let (f, seen, slept) = run_script(
             vec![
                 ok(201, REGISTERED),
                 ok(200, "{}"),
-                ok(200, r#"{"order":"install","snapshot":"s","url":"/u"}"#),
+                ok(200, r#"{"order":"dance"}"#),
                 ok(503, ""),
                 ok(200, "{}"),
                 ok(200, r#"{"order":"recycle"}"#),
@@ -797,15 +972,14 @@ mod tests {
             .filter(|r| r.path == routes::AGENT_RESULT)
             .map(|r| serde_json::from_slice(r.body.as_deref().unwrap()).unwrap())
             .collect();
-        // the 503 made the agent re-send the install result
+        // the 503 made the agent re-send the first result
         assert_eq!(results.len(), 3);
-        assert_eq!(results[0].order, "install");
+        assert_eq!(results[0].order, "dance");
+        assert_eq!(results[0].code.as_deref(), Some("unknown_order"));
         assert_eq!(results[0], results[1]);
         assert_eq!(results[2].order, "recycle");
-        assert!(
-            results.iter().all(|r| r.outcome == Outcome::Unsupported
-                && r.code.as_deref() == Some("not_implemented"))
-        );
+        assert_eq!(results[2].code.as_deref(), Some("not_implemented"));
+        assert!(results.iter().all(|r| r.outcome == Outcome::Unsupported));
         // delays: order backoff 1 s, 503 backoff 1 s, then order backoff grows to 2 s
         let secs = |c| crate::backoff::scale(Duration::from_secs(c), u64::MAX, 0, 1000);
         assert_eq!(slept, vec![secs(1), secs(1), secs(2)]);

@@ -14,6 +14,7 @@ use pxe_api::HardwareReport;
 use crate::agent::{self, Api, Env, Finish, RebootReason, Timing};
 use crate::client::{HttpTransport, Timeouts};
 use crate::cmdline::{self, AgentConfig, CmdlineErrors, OnExit};
+use crate::install::LiveInstaller;
 use crate::modules::ColdPlug;
 use crate::{init, net};
 
@@ -68,8 +69,13 @@ impl Env for SystemEnv {
     }
 }
 
-/// The agent loop over HTTP with production timings.
-pub fn run_agent(cfg: &AgentConfig, hardware: &HardwareReport) -> Finish {
+/// The agent loop over HTTP with production timings. `executor` carries out install orders
+/// (PID 1: [`LiveInstaller`]).
+pub fn run_agent(
+    cfg: &AgentConfig,
+    hardware: &HardwareReport,
+    executor: &mut dyn agent::Executor,
+) -> Finish {
     let transport = HttpTransport::new(cfg.url.clone(), &cfg.token, Timeouts::default());
     crate::info!("appliance {}", cfg.url);
     agent::run(
@@ -77,6 +83,7 @@ pub fn run_agent(cfg: &AgentConfig, hardware: &HardwareReport) -> Finish {
         &mut SystemEnv::new(),
         &Timing::default(),
         hardware,
+        executor,
     )
 }
 
@@ -88,6 +95,9 @@ pub fn describe(f: &Finish) -> String {
             "the appliance revoked this boot's token".into()
         }
         Finish::Reboot(RebootReason::StateNotServed(s)) => format!("machine state is {s}"),
+        Finish::Reboot(RebootReason::Installed { snapshot }) => {
+            format!("snapshot {snapshot} installed and verified")
+        }
         Finish::Reboot(RebootReason::Rejected { status, code }) => format!(
             "the appliance kept refusing the agent (HTTP {status}, {})",
             code.as_deref().unwrap_or("no code")
@@ -224,7 +234,8 @@ pub fn pid1_main() -> ! {
         hw.disks.len(),
         hw.dmi.system_serial.as_deref().unwrap_or("unknown")
     );
-    let finish = run_agent(&cfg, &hw);
+    let mut installer = LiveInstaller::new(cfg.url.clone(), &cfg.token);
+    let finish = run_agent(&cfg, &hw, &mut installer);
     init::finish(cfg.on_exit, &describe(&finish))
 }
 

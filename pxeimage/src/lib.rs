@@ -8,7 +8,7 @@
 //!
 //! Pure modules — [`cmdline`], [`backoff`], [`netlink`], [`modules::glob`], [`modules::index`],
 //! and the decisions in [`agent`] — open no file or socket and read no clock; [`init`], [`net`],
-//! [`client`], [`modules`] and [`boot`] are the thin layers that touch the system.
+//! [`client`], [`install`], [`modules`] and [`boot`] are the thin layers that touch the system.
 
 pub mod console;
 
@@ -18,6 +18,7 @@ pub mod boot;
 pub mod client;
 pub mod cmdline;
 pub mod init;
+pub mod install;
 pub mod modules;
 pub mod net;
 pub mod netlink;

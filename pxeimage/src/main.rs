@@ -16,7 +16,8 @@ stage on any Linux machine:
                            settings, or the errors with their reason codes
   agent [LINE]             run the register/orders loop against the appliance
                            named in LINE (default: /proc/cmdline) without any
-                           PID-1 duty; prints how it ended instead of rebooting
+                           PID-1 duty; prints how it ended instead of rebooting;
+                           install orders are refused (install_disabled)
   version                  print the version
 ";
 
@@ -99,7 +100,8 @@ fn agent(given: Option<&str>) -> ExitCode {
     };
     pxeimage::console::set_debug(cfg.debug);
     let hw = boot::hardware_report(cfg.boot_mac);
-    let finish = boot::run_agent(&cfg, &hw);
+    // Outside the netbooted ramdisk, never write a disk of the machine this runs on.
+    let finish = boot::run_agent(&cfg, &hw, &mut pxeimage::install::Disabled);
     println!("agent finished: {} (would reboot)", boot::describe(&finish));
     ExitCode::SUCCESS
 }

@@ -14,7 +14,13 @@ const ALLOWED: &[(&str, &str, &[&str])] = &[
     ("recon", "recon", &["pxe-api"]),
     ("installer", "installer", &["pxe-api", "snapshot-tool"]),
     ("pxe-server", "pxe-server", &["pxe-api"]),
-    ("pxeimage", "pxeimage", &["pxe-api", "recon", "installer"]),
+    // The agent verifies snapshot signatures itself (the pure `format` module only,
+    // `default-features = false`).
+    (
+        "pxeimage",
+        "pxeimage",
+        &["pxe-api", "recon", "installer", "snapshot-tool"],
+    ),
     ("tests", "rackhand-tests", &["pxe-api", "pxe-server"]),
     (
         "xtask",

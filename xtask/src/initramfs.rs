@@ -12,6 +12,14 @@
 //!   as they are); the archive as a whole is zstd.
 //! - `vmlinuz`: the kernel from the same package.
 //!
+//! Trusted snapshot keys: every `*.pub` file of the keys directory (`RACKHAND_SNAPSHOT_KEYS`,
+//! default `target/dist-keys/`) is baked in as `/etc/rackhand/snapshot-keys/NAME.pub`; the
+//! agent installs only snapshots signed by one of them. `cargo xtask test-os` creates the
+//! directory with a generated **test** key when it is absent. Production deployments put
+//! their own public keys there (`snapshot-tool keygen` on an offline machine; only the
+//! `.pub` file goes here, never the secret key). Without keys the build still succeeds, with
+//! a warning, and the agent refuses every install with `no_trusted_keys`.
+//!
 //! `--agent FILE` uses a prebuilt agent instead of building one (for CI stages that build
 //! separately, or to test the pipeline while `pxeimage` does not compile).
 //!
@@ -38,6 +46,51 @@ pub(crate) const INITRAMFS_NAME: &str = "pxeimage.initramfs";
 
 /// File name of the kernel in the output directory.
 pub(crate) const VMLINUZ_NAME: &str = "vmlinuz";
+
+/// Environment variable naming the trusted snapshot keys directory.
+pub(crate) const KEYS_ENV: &str = "RACKHAND_SNAPSHOT_KEYS";
+
+/// Where the keys go inside the initramfs (the agent's `install::KEYS_DIR`).
+pub(crate) const KEYS_IN_IMAGE: &str = "etc/rackhand/snapshot-keys";
+
+/// First field of snapshot-tool's public key file format.
+const PUBKEY_TAG: &str = "rackhand-snapshot-pubkey v1 ";
+
+/// The trusted snapshot keys directory: `$RACKHAND_SNAPSHOT_KEYS` or `target/dist-keys`.
+pub(crate) fn keys_dir() -> PathBuf {
+    std::env::var_os(KEYS_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("dist-keys"))
+}
+
+/// Reads the `*.pub` files of `dir` (sorted). A missing directory is no keys; a file that
+/// does not look like a public key (e.g. a secret key renamed) is an error.
+pub(crate) fn read_public_keys(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut keys = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(".pub") || name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        if data.len() > 1024 || !data.starts_with(PUBKEY_TAG.as_bytes()) {
+            bail!(
+                "bad_public_key: {} is not a snapshot-tool public key file",
+                path.display()
+            );
+        }
+        keys.push((name, data));
+    }
+    keys.sort();
+    Ok(keys)
+}
 
 /// Options of `cargo xtask initramfs`.
 #[derive(Debug)]
@@ -221,6 +274,24 @@ fn assemble(pxeimage: &Path, tree: &KernelTree, mtime: u32, stage: &Path) -> Res
     let staged = kernel::stage_modules(tree, kernel::AGENT_MODULES, stage)?;
     let agent =
         std::fs::read(pxeimage).with_context(|| format!("reading {}", pxeimage.display()))?;
+    let keys_dir = keys_dir();
+    let keys = read_public_keys(&keys_dir)?;
+    if keys.is_empty() {
+        eprintln!(
+            "xtask: warning: no *.pub in {} ({KEYS_ENV}): the agent will refuse every install \
+             (no_trusted_keys); `cargo xtask test-os` creates a test key there",
+            keys_dir.display()
+        );
+    } else {
+        eprintln!(
+            "xtask: trusted snapshot keys from {}: {}",
+            keys_dir.display(),
+            keys.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
 
     let mut spec = Spec::new();
     spec.add_file("init", 0o755, agent)?;
@@ -230,6 +301,10 @@ fn assemble(pxeimage: &Path, tree: &KernelTree, mtime: u32, stage: &Path) -> Res
     spec.add_dir("sys", 0o555)?;
     spec.add_dir("run", 0o755)?;
     spec.add_dir("tmp", 0o1777)?;
+    spec.add_dir(KEYS_IN_IMAGE, 0o755)?;
+    for (name, data) in keys {
+        spec.add_file(&format!("{KEYS_IN_IMAGE}/{name}"), 0o644, data)?;
+    }
     let modules_root = format!("lib/modules/{}", tree.package.kver());
     for (rel, data) in staged.files {
         spec.add_file(&format!("{modules_root}/{rel}"), 0o644, data)?;

@@ -7,6 +7,7 @@
 //!   test. `.ci/run` calls exactly this.
 //! - `initramfs`: the agent's kernel and initramfs (see `initramfs.rs`).
 //! - `dist`: everything a deployment needs, with a manifest (see `dist.rs`).
+//! - `test-os`: a tiny BIOS-bootable OS image and its signed snapshot (see `testos.rs`).
 //! - `bench api|tftp|boot-services`: the benchmarks, printing figures beside their peers.
 
 mod check;
@@ -16,6 +17,7 @@ mod elf;
 mod initramfs;
 mod kernel;
 mod setup;
+mod testos;
 mod util;
 
 use anyhow::{Result, bail};
@@ -40,6 +42,7 @@ fn real_main() -> Result<()> {
         "dist" => dist::run(rest),
         "bench" => bench(rest),
         "demo" => demo::run(rest),
+        "test-os" => testos::run(rest),
         "check-workspace" => check::run(),
         "help" | "--help" | "-h" => {
             println!("{}", HELP.trim());
@@ -58,6 +61,9 @@ cargo xtask <command>
            build pxeimage (musl, static) and write vmlinuz + pxeimage.initramfs
   dist [--out DIR] [--agent FILE]
            initramfs, pxe-server, iPXE binaries and manifest.json in target/dist/
+  test-os [--boot]
+           a 64 MiB BIOS-bootable test OS (target/testos/test-os.img) and its signed
+           snapshot target/dist/snapshots/test-os/; --boot checks it boots in QEMU
   check-workspace
            lint inheritance and the allowed dependency edges between crates
   demo     setup, dist, then netboot a QEMU machine from the appliance in a private

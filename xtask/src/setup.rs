@@ -27,6 +27,11 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     // installer loop-device tests: losetup/mount (mount), mkfs.ext4 (e2fsprogs).
     "mount",
     "e2fsprogs",
+    // cargo xtask test-os: MBR boot code + installer, FAT without mounting.
+    "syslinux",
+    "syslinux-common",
+    "mtools",
+    "dosfstools",
 ];
 
 /// Debian packages only `cargo xtask bench boot-services` needs (the peers it measures).

@@ -19,6 +19,7 @@ use pxeimage::agent::{
 use pxeimage::boot::SystemEnv;
 use pxeimage::client::{HttpTransport, Timeouts};
 use pxeimage::cmdline;
+use pxeimage::install::LiveInstaller;
 
 const TOKEN: &str = "f00dfeedf00dfeedf00dfeedf00dfeedf00dfeedf00dfeedf00dfeedf00dfeed";
 /// Every test run is bounded by this.
@@ -247,6 +248,10 @@ fn run_agent(port: u16, hw: HardwareReport) -> (Finish, Vec<TransportErrorKind>)
         ),
         errors: errors.clone(),
     };
+    // No trusted keys: an install order must fail before anything is fetched.
+    let keys = tempfile::tempdir().unwrap();
+    let mut executor =
+        LiveInstaller::with_keys_dir(cfg.url.clone(), &cfg.token, keys.path().to_owned());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let f = agent::run(
@@ -254,7 +259,9 @@ fn run_agent(port: u16, hw: HardwareReport) -> (Finish, Vec<TransportErrorKind>)
             &mut SystemEnv::new(),
             &fast_timing(),
             &hw,
+            &mut executor,
         );
+        drop(keys);
         let _ = tx.send(f);
     });
     let finish = rx
@@ -361,8 +368,8 @@ fn survives_an_outage_reports_unknown_orders_and_reboots_on_revocation() {
     assert_eq!(unknown.code.as_deref(), Some("unknown_order"));
     let install: ResultReport = serde_json::from_slice(&seen[8].body).unwrap();
     assert_eq!(install.order, "install");
-    assert_eq!(install.outcome, Outcome::Unsupported);
-    assert_eq!(install.code.as_deref(), Some("not_implemented"));
+    assert_eq!(install.outcome, Outcome::Failure);
+    assert_eq!(install.code.as_deref(), Some("no_trusted_keys"));
 
     // `wait` (1 unit of 20 ms, ±20 %) was honoured before the next poll
     let gap = seen[7].at.duration_since(seen[6].at);

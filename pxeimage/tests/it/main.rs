@@ -5,5 +5,6 @@
 
 mod agent_http;
 mod cmdline_fixtures;
+mod install_http;
 mod modules_fixture;
 mod netlink_netns;
