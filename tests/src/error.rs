@@ -111,7 +111,7 @@ impl fmt::Debug for Error {
 
 impl Error {
     /// Shorthand for [`Error::Io`].
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),

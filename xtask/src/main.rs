@@ -114,6 +114,8 @@ fn ci(_rest: &[String]) -> Result<()> {
     ]))?;
     // The deployment artefacts the system tests boot (and their size budgets), then proof that
     // the initramfs build is reproducible.
+    // The signed test OS snapshot (and its test key, which dist bakes into the initramfs).
+    testos::run(&[])?;
     dist::run(&[])?;
     initramfs::run(&[
         "--check-reproducible".to_owned(),

@@ -8,6 +8,7 @@ mod agent_boot;
 mod appliance;
 mod e2e;
 mod framework;
+mod install;
 mod scenarios;
 mod smoke;
 mod support;
