@@ -16,6 +16,8 @@
 //! The caller checks the manifest's signature (`format::verify_signature_any`) and parses it
 //! (`Manifest::parse`) before any of this; the writer takes a parsed [`Manifest`].
 //!
+//! Wiping (recycling a machine) is [`wipe`]: plan per disk, clear, verify, record.
+//!
 //! Every error type has a `code()` with a stable reason code (`no_disk_fits`, `ambiguous`,
 //! `disk_mounted`, `device_too_small`, `chunk_digest_mismatch`, `data_truncated`, ...).
 //!
@@ -28,10 +30,14 @@ mod io;
 pub mod preflight;
 pub mod select;
 mod sys;
+pub mod wipe;
 pub mod write;
 
 pub use preflight::{CheckedTarget, ExistingPartitions, PreflightError, SystemPaths};
 pub use select::{DiskRule, SelectError, TargetDisk, select};
+pub use wipe::{
+    DiskFacts, DiskPlan, Method, NistLevel, VerifyOptions, WipeOutcome, WipePlan, WipeRecord,
+};
 pub use write::{
     ImageWriter, PartitionReread, Phase, Progress, ResumePoint, WriteError, WriteOptions,
     WriteReport, ZeroPolicy, write_image,

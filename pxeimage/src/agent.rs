@@ -311,6 +311,17 @@ pub trait Executor {
         hardware: &HardwareReport,
         progress: &mut dyn FnMut(ProgressReport),
     ) -> ResultReport;
+
+    /// Carries out `recycle`: wipe and verify every fixed disk of `hardware`, with the
+    /// records in `detail.wipes`. The default ([`crate::recycle::guarded`]) wipes the live
+    /// system as PID 1 and answers `recycle_disabled` anywhere else.
+    fn recycle(
+        &mut self,
+        hardware: &HardwareReport,
+        progress: &mut dyn FnMut(ProgressReport),
+    ) -> ResultReport {
+        crate::recycle::guarded(hardware, progress)
+    }
 }
 
 /// What follows a delivered result.
@@ -486,23 +497,30 @@ pub fn run<T: Transport>(
                             };
                             Ok(Step::Report(report, then))
                         }
-                        OrderReply::Known(order @ Order::Recycle) => {
-                            crate::warn!(
-                                "order {}: not implemented in this agent yet; reporting unsupported",
-                                order.name()
-                            );
-                            Ok(Step::Report(
-                                unsupported(
-                                    order.name(),
-                                    "not_implemented",
-                                    format!(
-                                        "pxeimage {} cannot carry out {} orders yet",
-                                        env!("CARGO_PKG_VERSION"),
-                                        order.name()
-                                    ),
-                                ),
-                                Then::Poll,
-                            ))
+                        OrderReply::Known(Order::Recycle) => {
+                            crate::info!("order recycle: wiping this machine's disks");
+                            let report = executor.recycle(hardware, &mut |p| {
+                                crate::info!(
+                                    "recycle: {}{}{}",
+                                    p.stage,
+                                    p.percent.map(|n| format!(" {n}%")).unwrap_or_default(),
+                                    p.message
+                                        .as_deref()
+                                        .map(|m| format!(": {m}"))
+                                        .unwrap_or_default()
+                                );
+                                if let Err(e) = api.progress(&p) {
+                                    crate::warn!("progress ({}) not delivered: {e}", p.stage);
+                                }
+                            });
+                            // Wiped and verified: reboot (the appliance now serves the
+                            // machine as available). Failed: stay and keep polling.
+                            let then = if report.outcome == Outcome::Success {
+                                Then::Finish(Finish::Reboot(RebootReason::Ordered))
+                            } else {
+                                Then::Poll
+                            };
+                            Ok(Step::Report(report, then))
                         }
                         OrderReply::Unknown { tag } => {
                             crate::warn!(
@@ -977,11 +995,110 @@ mod tests {
         assert_eq!(results[0].order, "dance");
         assert_eq!(results[0].code.as_deref(), Some("unknown_order"));
         assert_eq!(results[0], results[1]);
+        assert!(
+            results[..2]
+                .iter()
+                .all(|r| r.outcome == Outcome::Unsupported)
+        );
+        // recycle goes to the executor; the test executor uses the default, which refuses
+        // outside PID 1 and is polled again like any failure.
         assert_eq!(results[2].order, "recycle");
-        assert_eq!(results[2].code.as_deref(), Some("not_implemented"));
-        assert!(results.iter().all(|r| r.outcome == Outcome::Unsupported));
+        assert_eq!(results[2].code.as_deref(), Some("recycle_disabled"));
+        assert_eq!(results[2].outcome, Outcome::Failure);
         // delays: order backoff 1 s, 503 backoff 1 s, then order backoff grows to 2 s
         let secs = |c| crate::backoff::scale(Duration::from_secs(c), u64::MAX, 0, 1000);
         assert_eq!(slept, vec![secs(1), secs(1), secs(2)]);
+    }
+
+    /// Scripted recycle outcomes; install orders are not expected.
+    struct Recycles {
+        outcomes: VecDeque<ResultReport>,
+        calls: u32,
+    }
+
+    impl Executor for Recycles {
+        fn install(
+            &mut self,
+            _snapshot: &str,
+            _url: &str,
+            _hardware: &HardwareReport,
+            _progress: &mut dyn FnMut(ProgressReport),
+        ) -> ResultReport {
+            unsupported("install", "unexpected", String::new())
+        }
+
+        fn recycle(
+            &mut self,
+            _hardware: &HardwareReport,
+            progress: &mut dyn FnMut(ProgressReport),
+        ) -> ResultReport {
+            self.calls += 1;
+            progress(ProgressReport {
+                order: "recycle".into(),
+                stage: "wipe".into(),
+                percent: Some(40),
+                message: None,
+            });
+            self.outcomes
+                .pop_front()
+                .unwrap_or_else(|| unsupported("recycle", "script_ended", String::new()))
+        }
+    }
+
+    #[test]
+    fn a_failed_recycle_is_reported_with_its_records_and_polled_a_success_reboots() {
+        let wipes = serde_json::json!({"wipes": [{"disk": "vda", "outcome": "failure"}]});
+        let mut exec = Recycles {
+            outcomes: [
+                ResultReport {
+                    order: "recycle".into(),
+                    outcome: Outcome::Failure,
+                    code: Some("verify_nonzero".into()),
+                    message: None,
+                    detail: Some(wipes.clone()),
+                },
+                ResultReport {
+                    order: "recycle".into(),
+                    outcome: Outcome::Success,
+                    code: None,
+                    message: None,
+                    detail: Some(serde_json::json!({"wipes": []})),
+                },
+            ]
+            .into(),
+            calls: 0,
+        };
+        let mut api = Api::new(Script {
+            replies: vec![
+                ok(201, REGISTERED.replace("available", "recycling").as_str()),
+                ok(200, "{}"),
+                ok(200, r#"{"order":"recycle"}"#),
+                ok(200, "{}"), // progress
+                ok(200, "{}"), // failure result
+                ok(200, r#"{"order":"recycle"}"#),
+                ok(200, "{}"), // progress
+                ok(200, "{}"), // success result
+            ]
+            .into(),
+            seen: Vec::new(),
+        });
+        let mut clock = Clock::default();
+        let f = run(
+            &mut api,
+            &mut clock,
+            &Timing::default(),
+            &HardwareReport::default(),
+            &mut exec,
+        );
+        assert_eq!(f, Finish::Reboot(RebootReason::Ordered));
+        assert_eq!(exec.calls, 2);
+        let results = results(&api.transport.seen);
+        assert_eq!(results.len(), 2);
+        assert_eq!(results[0].code.as_deref(), Some("verify_nonzero"));
+        assert_eq!(results[0].detail, Some(wipes));
+        assert_eq!(results[1].outcome, Outcome::Success);
+        // One order backoff after the failure, nothing after the delivered success.
+        let secs = |c| crate::backoff::scale(Duration::from_secs(c), u64::MAX, 0, 1000);
+        assert_eq!(clock.slept, vec![secs(1)]);
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Pure modules — [`cmdline`], [`backoff`], [`netlink`], [`modules::glob`], [`modules::index`],
 //! and the decisions in [`agent`] — open no file or socket and read no clock; [`init`], [`net`],
-//! [`client`], [`install`], [`modules`] and [`boot`] are the thin layers that touch the system.
+//! [`client`], [`install`], [`recycle`], [`modules`] and [`boot`] are the thin layers that
+//! touch the system.
 
 pub mod console;
 
@@ -22,3 +23,4 @@ pub mod install;
 pub mod modules;
 pub mod net;
 pub mod netlink;
+pub mod recycle;

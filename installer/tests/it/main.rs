@@ -9,4 +9,5 @@ mod common;
 mod loopdev;
 mod preflight;
 mod select;
+mod wipe;
 mod write;
