@@ -9,6 +9,7 @@ mod appliance;
 mod e2e;
 mod framework;
 mod install;
+mod recycle;
 mod scenarios;
 mod smoke;
 mod support;
