@@ -15,19 +15,18 @@
 //!   passes in). Every outcome is a serialisable [`WipeRecord`] with a stable reason code on
 //!   failure (`verify_nonzero`, `io_error`, `short_write`, `device_gone`).
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+
+use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use crate::io::DIRECT_ALIGN;
 use crate::io::aligned::AlignedBuf;
-use crate::io::target::{WriteTarget, read_exact_at, write_all_at};
+use crate::io::target::{FdTarget, WriteTarget, read_exact_at, write_all_at};
 use crate::preflight::CheckedTarget;
-use crate::sys::{self, RangeOp};
+use crate::sys::RangeOp;
 
 const MIB: u64 = 1 << 20;
 /// Bytes cleared at each end of the disk before anything else.
@@ -384,89 +383,9 @@ trait WipeTarget: WriteTarget {
     fn range(&mut self, op: RangeOp, start: u64, len: u64) -> Option<io::Result<()>>;
 }
 
-/// A disk or file opened read-write.
-#[derive(Debug)]
-struct FdWipe {
-    file: File,
-    path: PathBuf,
-    capacity: u64,
-    lbs: Option<u32>,
-    block_device: bool,
-    direct: bool,
-}
-
-impl FdWipe {
-    fn check_bounds(&self, len: usize, offset: u64) -> io::Result<()> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.capacity => Ok(()),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "I/O past the end of the target",
-            )),
-        }
-    }
-
-    fn buffered(&mut self) -> io::Result<()> {
-        sys::set_direct(&self.file, false)?;
-        self.direct = false;
-        Ok(())
-    }
-}
-
-fn is_einval(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(nix::libc::EINVAL)
-}
-
-impl WriteTarget for FdWipe {
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-    fn capacity(&self) -> u64 {
-        self.capacity
-    }
-    fn logical_block_size(&self) -> Option<u32> {
-        self.lbs
-    }
-    fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
-        self.check_bounds(buf.len(), offset)?;
-        match self.file.write_at(buf, offset) {
-            // Misaligned tail of an image file: buffered I/O plus the final sync.
-            Err(e) if self.direct && is_einval(&e) => {
-                self.buffered()?;
-                self.file.write_at(buf, offset)
-            }
-            other => other,
-        }
-    }
-    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.check_bounds(buf.len(), offset)?;
-        match self.file.read_at(buf, offset) {
-            Err(e) if self.direct && is_einval(&e) => {
-                self.buffered()?;
-                self.file.read_at(buf, offset)
-            }
-            other => other,
-        }
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_all()
-    }
-    fn drop_cache(&mut self) -> io::Result<()> {
-        sys::drop_cache(&self.file)
-    }
-    fn is_direct(&self) -> bool {
-        self.direct
-    }
-    fn reread_partitions(&mut self) -> Option<io::Result<()>> {
-        self.block_device
-            .then(|| sys::reread_partitions(&self.file))
-    }
-}
-
-impl WipeTarget for FdWipe {
+impl WipeTarget for FdTarget {
     fn range(&mut self, op: RangeOp, start: u64, len: u64) -> Option<io::Result<()>> {
-        self.block_device
-            .then(|| sys::range_op(&self.file, op, start, len))
+        FdTarget::range(self, op, start, len)
     }
 }
 
@@ -488,15 +407,7 @@ pub fn execute(
             ),
         );
     }
-    let direct = sys::is_direct(&target.file).unwrap_or(false);
-    let mut t = FdWipe {
-        file: target.file,
-        path: target.path,
-        capacity: target.size,
-        lbs: Some(target.logical_block_size),
-        block_device: true,
-        direct,
-    };
+    let mut t = FdTarget::device(target);
     run(&mut t, plan, verify, progress)
 }
 
@@ -508,21 +419,9 @@ pub fn execute_file(
     verify: &VerifyOptions,
     progress: &mut dyn FnMut(WipeProgress),
 ) -> WipeRecord {
-    let open = |flags| {
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(flags)
-            .open(path)
-    };
-    let opened = match open(sys::O_DIRECT) {
-        Ok(f) => Ok((f, true)),
-        Err(e) if is_einval(&e) => open(0).map(|f| (f, false)),
-        Err(e) => Err(e),
-    };
-    let (file, direct) = match opened.and_then(|(f, d)| Ok((f.metadata()?, f, d))) {
-        Ok((meta, f, d)) if meta.is_file() => (f, d),
-        Ok(_) => {
+    let mut t = match FdTarget::regular_file(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
             return WipeRecord::refused(plan, "not_regular_file", path.display().to_string());
         }
         Err(e) => {
@@ -530,7 +429,7 @@ pub fn execute_file(
             return WipeRecord::refused(plan, f.code, f.message);
         }
     };
-    let capacity = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let capacity = t.capacity();
     if capacity != plan.facts.size_bytes {
         return WipeRecord::refused(
             plan,
@@ -542,14 +441,6 @@ pub fn execute_file(
             ),
         );
     }
-    let mut t = FdWipe {
-        file,
-        path: path.to_owned(),
-        capacity,
-        lbs: None,
-        block_device: false,
-        direct,
-    };
     run(&mut t, plan, verify, progress)
 }
 

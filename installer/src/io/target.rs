@@ -97,6 +97,17 @@ impl FdTarget {
 
     /// Drops `O_DIRECT` after the kernel refused an I/O with `EINVAL` (misaligned for this
     /// device or unsupported): buffered I/O plus the final sync gives the same durability.
+    /// `BLKZEROOUT`/`BLKDISCARD`/`BLKSECDISCARD` over a byte range; `None` for a regular file.
+    pub(crate) fn range(
+        &mut self,
+        op: sys::RangeOp,
+        start: u64,
+        len: u64,
+    ) -> Option<io::Result<()>> {
+        self.block_device
+            .then(|| sys::range_op(&self.file, op, start, len))
+    }
+
     fn fall_back_to_buffered(&mut self) -> io::Result<()> {
         sys::set_direct(&self.file, false)?;
         self.direct = false;
