@@ -4,13 +4,12 @@
 
 use std::fs::File;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::v4::{Message, MessageType};
 use pxe_api::Mac;
 use pxe_server::dhcp::wire::{self, Destination, Reply, ReplyKind};
 use pxe_server::dhcp::{
@@ -22,15 +21,16 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+mod services;
+
+use services::dhcp::{bcast, bootfile, fixture, raw_opt, set_opt};
+use services::netns::{in_ns, ip, is_root};
+
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 250);
 const QEMU_MAC: Mac = Mac([0x52, 0x54, 0x00, 0x99, 0x00, 0x01]);
 const SRV_IF: &str = "dsrv0";
 const CLI_IF: &str = "dcli0";
-
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
 
 macro_rules! require_root {
     () => {
@@ -39,33 +39,6 @@ macro_rules! require_root {
             return;
         }
     };
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running ip {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Run `f` on a thread that has entered network namespace `ns`; sockets it creates stay there.
-fn in_ns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let fd = File::open(format!("/run/netns/{ns}"))
-                .unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
-            nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                .unwrap_or_else(|e| panic!("setns {ns}: {e}"));
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("thread in netns {ns} panicked"))
-    })
 }
 
 /// Two namespaces joined by a veth pair; deleted on drop (success, failure or panic).
@@ -112,36 +85,6 @@ impl Drop for Netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    let path = format!(
-        "{}/tests/fixtures/dhcp/{name}.hex",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    hex::decode(text.trim()).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// Overwrite the body of option `code` in a raw packet (same length).
-fn set_opt(raw: &mut [u8], code: u8, value: &[u8]) {
-    let mut i = 240;
-    while let Some(&c) = raw.get(i) {
-        match c {
-            0 => i += 1,
-            255 => break,
-            _ => {
-                let len = usize::from(raw[i + 1]);
-                if c == code {
-                    assert_eq!(len, value.len(), "option {code} length");
-                    raw[i + 2..i + 2 + len].copy_from_slice(value);
-                    return;
-                }
-                i += 2 + len;
-            }
-        }
-    }
-    panic!("option {code} not in packet");
 }
 
 fn set_mac(raw: &mut [u8], mac: Mac) {
@@ -281,26 +224,6 @@ impl Client {
             }
         }
     }
-}
-
-fn bcast() -> SocketAddrV4 {
-    SocketAddrV4::new(Ipv4Addr::BROADCAST, 67)
-}
-
-fn raw_opt(m: &Message, code: u8) -> Option<Vec<u8>> {
-    match m.opts().get(OptionCode::from(code))? {
-        DhcpOption::BootfileName(b)
-        | DhcpOption::ClassIdentifier(b)
-        | DhcpOption::VendorExtensions(b) => Some(b.clone()),
-        DhcpOption::ClientMachineIdentifier(b) => Some(b.clone()),
-        DhcpOption::Unknown(u) => Some(u.data().to_vec()),
-        DhcpOption::ServerIdentifier(a) => Some(a.octets().to_vec()),
-        _ => None,
-    }
-}
-
-fn bootfile(m: &Message) -> Option<String> {
-    raw_opt(m, 67).map(|b| String::from_utf8_lossy(b.strip_suffix(&[0]).unwrap_or(&b)).into_owned())
 }
 
 /// DISCOVER→OFFER→REQUEST→ACK with a captured pair; returns the OFFER and the ACK.
