@@ -40,8 +40,14 @@ pub enum Order {
         /// URL of the snapshot, relative to the appliance base URL.
         url: String,
     },
-    /// Wipe the machine's disks.
-    Recycle,
+    /// Wipe the machine's disks, except those the operator kept out of the order.
+    Recycle {
+        /// Serials or WWNs of disks the agent must not touch (compared trimmed and
+        /// ASCII-case-insensitively). Empty (and absent on the wire) when every fixed disk is
+        /// wiped, so the order reads `{"order":"recycle"}` as it always did.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keep_disks: Vec<String>,
+    },
     /// Reboot now (e.g. the state no longer needs the agent).
     Reboot,
 }
@@ -52,10 +58,26 @@ impl Order {
         match self {
             Order::Wait { .. } => "wait",
             Order::Install { .. } => "install",
-            Order::Recycle => "recycle",
+            Order::Recycle { .. } => "recycle",
             Order::Reboot => "reboot",
         }
     }
+}
+
+/// Longest disk identifier (serial or WWN) accepted in a recycle scope.
+pub const MAX_DISK_ID_LEN: usize = 128;
+/// Most disks one recycle order may keep.
+pub const MAX_KEEP_DISKS: usize = 64;
+
+/// True when `id` (a serial or WWN from an order's `keep_disks`) names the disk with `serial` /
+/// `wwn`: trimmed, ASCII-case-insensitive, never matching an empty identifier.
+pub fn disk_id_matches(id: &str, serial: Option<&str>, wwn: Option<&str>) -> bool {
+    let id = id.trim();
+    !id.is_empty()
+        && [serial, wwn]
+            .into_iter()
+            .flatten()
+            .any(|v| v.trim().eq_ignore_ascii_case(id))
 }
 
 /// `POST /api/v1/agent/register` body.

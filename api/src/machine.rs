@@ -132,6 +132,17 @@ pub struct MachineView {
     pub conflict_with: Option<String>,
     /// The last hardware report.
     pub hardware: Option<HardwareReport>,
+    /// Failed attempts of the current install or recycle order (0 when none failed; reset
+    /// when an operator issues a new order or the order completes).
+    #[serde(default)]
+    pub attempts: u32,
+    /// After a failed attempt: the earliest time (Unix milliseconds) the order is handed out
+    /// again; until then the agent is told to wait.
+    #[serde(default)]
+    pub next_attempt_at_ms: Option<i64>,
+    /// Serials or WWNs of disks the current recycle order keeps (does not wipe).
+    #[serde(default)]
+    pub keep_disks: Vec<String>,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: i64,
     /// Last change, Unix milliseconds.
@@ -181,7 +192,23 @@ pub struct ReasonRequest {
     pub if_version: Option<i64>,
 }
 
-/// Body for actions without arguments (`recycle`, `in-use`, `retire`); may be empty.
+/// `POST /api/v1/machines/{id}/recycle`; may be empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecycleRequest {
+    /// Serials or WWNs of disks the agent must not wipe (each must name a disk of the
+    /// machine's last hardware report).
+    #[serde(default)]
+    pub keep_disks: Vec<String>,
+    /// Optional reason, recorded in the history.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Optional expected version.
+    #[serde(default)]
+    pub if_version: Option<i64>,
+}
+
+/// Body for actions without arguments (`in-use`, `retire`); may be empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActionRequest {

@@ -105,5 +105,6 @@ pub async fn prepare(cfg: &ServeConfig) -> Result<Arc<AppState>> {
         known_macs: std::sync::RwLock::new(known),
         dhcp: (cfg.dhcp_mode != crate::config::DhcpMode::Off)
             .then(|| Arc::new(crate::dhcp::DhcpShared::new())),
+        retry: cfg.retry,
     }))
 }

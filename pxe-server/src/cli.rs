@@ -61,12 +61,26 @@ pub struct ServeArgs {
     /// Most live leases for MACs not in the inventory [default: half the range].
     #[arg(long)]
     pub dhcp_unknown_max: Option<u32>,
+    /// Distinct MACs the DHCP rate limiter tracks per window; past that, new unknown MACs are
+    /// refused [default: 65536].
+    #[arg(long)]
+    pub dhcp_rate_limit_macs: Option<u32>,
     /// TFTP listen address (off unless set).
     #[arg(long)]
     pub tftp: Option<std::net::SocketAddr>,
     /// Extra kernel arguments for the agent.
     #[arg(long)]
     pub kernel_args: Option<String>,
+    /// Seconds before a failed install/recycle is retried (doubles per
+    /// failure) [default: 30].
+    #[arg(long)]
+    pub retry_base_secs: Option<u64>,
+    /// Longest delay between attempts of a failed order [default: 900].
+    #[arg(long)]
+    pub retry_cap_secs: Option<u64>,
+    /// Failed attempts after which the machine goes broken [default: 5].
+    #[arg(long)]
+    pub retry_max_attempts: Option<u32>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -84,8 +98,12 @@ impl ServeArgs {
             dhcp_mode: self.dhcp_mode,
             dhcp_range: self.dhcp_range.clone(),
             dhcp_unknown_max: self.dhcp_unknown_max,
+            dhcp_rate_limit_macs: self.dhcp_rate_limit_macs,
             tftp: self.tftp,
             kernel_args: self.kernel_args.clone(),
+            retry_base_secs: self.retry_base_secs,
+            retry_cap_secs: self.retry_cap_secs,
+            retry_max_attempts: self.retry_max_attempts,
         }
     }
 }
@@ -161,6 +179,9 @@ pub enum MachineCommand {
     Recycle {
         /// Machine.
         id: String,
+        /// Do not wipe the disk with this serial or WWN (repeatable).
+        #[arg(long = "keep-disk", value_name = "SERIAL")]
+        keep_disks: Vec<String>,
         #[command(flatten)]
         api: ApiArgs,
     },

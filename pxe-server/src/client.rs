@@ -153,6 +153,9 @@ fn print_machine(m: &MachineView) {
     if let Some(c) = &m.conflict_with {
         println!("conflicts with: {c}");
     }
+    for line in order_lines(m) {
+        println!("{line}");
+    }
     if let Some(h) = &m.hardware {
         for d in &h.disks {
             println!(
@@ -168,6 +171,24 @@ fn print_machine(m: &MachineView) {
     }
     println!("created:       {}", fmt_time(m.created_at_ms));
     println!("updated:       {}", fmt_time(m.updated_at_ms));
+}
+
+/// The retry state and scope of the machine's current order, for `machine show` (pure).
+pub fn order_lines(m: &MachineView) -> Vec<String> {
+    let mut out = Vec::new();
+    if m.attempts > 0 {
+        out.push(format!("attempts:      {} failed", m.attempts));
+    }
+    if let Some(t) = m.next_attempt_at_ms {
+        out.push(format!("next attempt:  {} UTC", fmt_time(t)));
+    }
+    if !m.keep_disks.is_empty() {
+        out.push(format!(
+            "keep disks:    {}",
+            m.keep_disks.join(", ").escape_debug()
+        ));
+    }
+    out
 }
 
 /// Runs an operator command.
@@ -246,7 +267,28 @@ pub fn run(cmd: MachineCommand) -> Result<()> {
             )?)?;
             println!("{} is {}", m.id, m.state);
         }
-        MachineCommand::Recycle { id, api } => simple(&api, &id, "recycle")?,
+        MachineCommand::Recycle {
+            id,
+            keep_disks,
+            api,
+        } => {
+            let c = Client::new(&api)?;
+            let m: MachineView = serde_json::from_str(&c.call(
+                "POST",
+                &format!("/api/v1/machines/{}/recycle", enc(&id)),
+                Some(serde_json::json!({ "keep_disks": keep_disks })),
+            )?)?;
+            if m.keep_disks.is_empty() {
+                println!("{} is {}", m.id, m.state);
+            } else {
+                println!(
+                    "{} is {} (keeping {})",
+                    m.id,
+                    m.state,
+                    m.keep_disks.join(", ").escape_debug()
+                );
+            }
+        }
         MachineCommand::InUse { id, api } => simple(&api, &id, "in-use")?,
         MachineCommand::Retire { id, api } => simple(&api, &id, "retire")?,
     }
@@ -266,6 +308,33 @@ fn simple(api: &ApiArgs, id: &str, action: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn order_lines_show_attempts_next_attempt_and_kept_disks() {
+        let mut m: pxe_api::MachineView = serde_json::from_value(serde_json::json!({
+            "id": "m-1", "identity_key": "serial:A", "identity_kind": "serial",
+            "serial": "A", "system_uuid": null, "serial_untrusted": false,
+            "state": "installing", "version": 3, "macs": [], "hostname": null, "role": null,
+            "snapshot": "deb12", "reason": null, "conflict_with": null, "hardware": null,
+            "created_at_ms": 0, "updated_at_ms": 0
+        }))
+        .unwrap();
+        assert!(
+            super::order_lines(&m).is_empty(),
+            "older replies decode too"
+        );
+        m.attempts = 2;
+        m.next_attempt_at_ms = Some(1_795_687_200_000);
+        m.keep_disks = vec!["SER-2".into(), "naa.5000".into()];
+        assert_eq!(
+            super::order_lines(&m),
+            [
+                "attempts:      2 failed",
+                "next attempt:  2026-11-26 10:00:00 UTC",
+                "keep disks:    SER-2, naa.5000",
+            ]
+        );
+    }
+
     #[test]
     fn time_formatting() {
         assert_eq!(super::fmt_time(0), "1970-01-01 00:00:00");

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::boot::is_script_safe_config;
+use crate::lifecycle::RetryPolicy;
 
 /// DHCP service mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -45,10 +46,20 @@ pub struct FileConfig {
     /// At most this many live leases for MACs the inventory does not know (default: half the
     /// range), so unknown clients cannot exhaust the pool for known machines.
     pub dhcp_unknown_max: Option<u32>,
+    /// How many MACs the per-MAC DHCP rate limiter tracks per window (default 65,536). When
+    /// that many distinct MACs are live in the window, further unknown MACs are refused (a
+    /// MAC-spoofing flood); known machines are always served.
+    pub dhcp_rate_limit_macs: Option<u32>,
     /// TFTP listen address.
     pub tftp: Option<SocketAddr>,
     /// Extra kernel arguments for the agent.
     pub kernel_args: Option<String>,
+    /// Delay before retrying a failed install/recycle, in seconds (doubles per failure).
+    pub retry_base_secs: Option<u64>,
+    /// Longest delay between attempts of a failed order, in seconds.
+    pub retry_cap_secs: Option<u64>,
+    /// Failed attempts of an order after which the machine goes `broken`.
+    pub retry_max_attempts: Option<u32>,
 }
 
 /// The validated configuration.
@@ -70,10 +81,14 @@ pub struct ServeConfig {
     pub dhcp_range: Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
     /// Cap on live leases for unknown MACs (None: half the range).
     pub dhcp_unknown_max: Option<u32>,
+    /// MACs tracked by the DHCP rate limiter per window (None: 65,536).
+    pub dhcp_rate_limit_macs: Option<u32>,
     /// TFTP listen address (None: TFTP off).
     pub tftp: Option<SocketAddr>,
     /// Extra kernel arguments for the agent.
     pub kernel_args: String,
+    /// Retries of failed install/recycle orders.
+    pub retry: RetryPolicy,
 }
 
 /// Embedded defaults.
@@ -84,6 +99,10 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub const DEFAULT_ASSETS: &str = "target/dist";
 /// Default kernel arguments for the agent: serial and VGA console, quiet, reboot on panic.
 pub const DEFAULT_KERNEL_ARGS: &str = "console=tty0 console=ttyS0,115200n8 quiet panic=10";
+/// Longest configurable delay between attempts of a failed order: one day.
+pub const MAX_RETRY_SECS: u64 = 86_400;
+/// Most configurable attempts of an order.
+pub const MAX_RETRY_ATTEMPTS: u32 = 100;
 /// File name of the default config written into the data directory on first start.
 pub const CONFIG_FILE: &str = "rackhand.toml";
 
@@ -147,8 +166,12 @@ impl FileConfig {
             dhcp_mode: over.dhcp_mode.or(self.dhcp_mode),
             dhcp_range: over.dhcp_range.or(self.dhcp_range),
             dhcp_unknown_max: over.dhcp_unknown_max.or(self.dhcp_unknown_max),
+            dhcp_rate_limit_macs: over.dhcp_rate_limit_macs.or(self.dhcp_rate_limit_macs),
             tftp: over.tftp.or(self.tftp),
             kernel_args: over.kernel_args.or(self.kernel_args),
+            retry_base_secs: over.retry_base_secs.or(self.retry_base_secs),
+            retry_cap_secs: over.retry_cap_secs.or(self.retry_cap_secs),
+            retry_max_attempts: over.retry_max_attempts.or(self.retry_max_attempts),
         }
     }
 
@@ -247,6 +270,11 @@ impl FileConfig {
                 why: format!("{i:?} is not an interface name"),
             });
         }
+        let retry = validate_retry(
+            self.retry_base_secs,
+            self.retry_cap_secs,
+            self.retry_max_attempts,
+        )?;
         Ok(ServeConfig {
             data_dir: self.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             http,
@@ -256,10 +284,55 @@ impl FileConfig {
             dhcp_mode,
             dhcp_range,
             dhcp_unknown_max: self.dhcp_unknown_max,
+            dhcp_rate_limit_macs: self.dhcp_rate_limit_macs,
             tftp: self.tftp,
             kernel_args,
+            retry,
         })
     }
+}
+
+/// The retry policy from its three keys (each defaulting to [`RetryPolicy::default`]).
+fn validate_retry(
+    base_secs: Option<u64>,
+    cap_secs: Option<u64>,
+    max_attempts: Option<u32>,
+) -> Result<RetryPolicy, ConfigError> {
+    let d = RetryPolicy::default();
+    let base = base_secs.map_or(d.base_ms, |s| s.saturating_mul(1000));
+    let cap = cap_secs.map_or(d.cap_ms.max(base), |s| s.saturating_mul(1000));
+    if base > MAX_RETRY_SECS * 1000 || cap > MAX_RETRY_SECS * 1000 {
+        return Err(ConfigError::Invalid {
+            key: if base > MAX_RETRY_SECS * 1000 {
+                "retry_base_secs"
+            } else {
+                "retry_cap_secs"
+            },
+            why: format!("at most {MAX_RETRY_SECS} s (one day)"),
+        });
+    }
+    if cap < base {
+        return Err(ConfigError::Invalid {
+            key: "retry_cap_secs",
+            why: format!(
+                "{} s is below retry_base_secs ({} s)",
+                cap / 1000,
+                base / 1000
+            ),
+        });
+    }
+    let max_attempts = max_attempts.unwrap_or(d.max_attempts);
+    if !(1..=MAX_RETRY_ATTEMPTS).contains(&max_attempts) {
+        return Err(ConfigError::Invalid {
+            key: "retry_max_attempts",
+            why: format!("{max_attempts} is not in 1..={MAX_RETRY_ATTEMPTS}"),
+        });
+    }
+    Ok(RetryPolicy {
+        base_ms: base,
+        cap_ms: cap,
+        max_attempts,
+    })
 }
 
 /// The default configuration file written on first start, with every key explained.
@@ -283,12 +356,21 @@ pub const DEFAULT_FILE: &str = r#"# rackhand appliance configuration. Every key 
 # dhcp_range = "10.99.0.100-10.99.0.199"
 # At most this many leases for MACs the inventory does not know (default: half the range).
 # dhcp_unknown_max = 50
+# Distinct MACs the per-MAC rate limiter tracks per 10 s window; past that, new unknown MACs
+# are refused until the window moves on (a MAC-spoofing flood). Known machines always pass.
+# dhcp_rate_limit_macs = 65536
 
 # TFTP for firmware that cannot boot over HTTP.
 # tftp = "0.0.0.0:69"
 
 # Extra kernel arguments for the agent.
 # kernel_args = "console=tty0 console=ttyS0,115200n8 quiet panic=10"
+
+# A failed install or recycle is retried after retry_base_secs, doubling per failure up to
+# retry_cap_secs; after retry_max_attempts failures the machine goes `broken` with the reason.
+# retry_base_secs = 30
+# retry_cap_secs = 900
+# retry_max_attempts = 5
 "#;
 
 #[cfg(test)]
@@ -302,6 +384,44 @@ mod tests {
         let c = f.validate().unwrap();
         assert_eq!(c.public_url, "http://127.0.0.1:8080");
         assert_eq!(c.dhcp_mode, DhcpMode::Off);
+        assert_eq!(c.retry, RetryPolicy::default());
+        // The commented keys are the defaults.
+        let uncommented: String = DEFAULT_FILE
+            .lines()
+            .filter(|l| l.contains(" = "))
+            .filter_map(|l| l.strip_prefix("# retry_"))
+            .map(|l| format!("retry_{l}\n"))
+            .collect();
+        let c = FileConfig::parse(&uncommented, Path::new("x"))
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(c.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn retry_keys_are_read_and_checked() {
+        let c = FileConfig::parse(
+            "retry_base_secs = 0\nretry_cap_secs = 2\nretry_max_attempts = 2\n",
+            Path::new("f"),
+        )
+        .unwrap()
+        .validate()
+        .unwrap();
+        assert_eq!(
+            c.retry,
+            RetryPolicy {
+                base_ms: 0,
+                cap_ms: 2000,
+                max_attempts: 2
+            }
+        );
+        // A base above the default cap raises the default cap with it.
+        let c = FileConfig::parse("retry_base_secs = 3600", Path::new("f"))
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!((c.retry.base_ms, c.retry.cap_ms), (3_600_000, 3_600_000));
     }
 
     #[test]
@@ -348,6 +468,15 @@ mod tests {
             ("dhcp_range = \"10.0.0.9-10.0.0.1\"", Some("dhcp_range")),
             ("dhcp_range = \"10.0.0.1\"", Some("dhcp_range")),
             ("interface = \"eth1; reboot\"", Some("interface")),
+            ("retry_max_attempts = 0", Some("retry_max_attempts")),
+            ("retry_max_attempts = 101", Some("retry_max_attempts")),
+            (
+                "retry_base_secs = 60\nretry_cap_secs = 10",
+                Some("retry_cap_secs"),
+            ),
+            ("retry_cap_secs = 86401", Some("retry_cap_secs")),
+            ("retry_base_secs = 86401", Some("retry_base_secs")),
+            ("retry_base_secs = -1", None),
         ] {
             let r = FileConfig::parse(text, Path::new("f")).and_then(FileConfig::validate);
             match (r, key) {

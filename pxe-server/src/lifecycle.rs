@@ -12,6 +12,12 @@
 //! ```
 //!
 //! A refusal carries a stable reason code that the API returns with HTTP 409.
+//!
+//! Failed orders are retried: after the agent reports a failed install or recycle, the order is
+//! handed out again only after an exponential backoff ([`backoff_delay_ms`]); after
+//! [`RetryPolicy::max_attempts`] failures the machine goes `broken` with the last reason
+//! ([`after_failure`]). The attempt count belongs to the current order: a new operator order
+//! or a completed one starts it over.
 
 use pxe_api::MachineState;
 
@@ -140,6 +146,98 @@ pub fn expects_agent(state: MachineState) -> bool {
     )
 }
 
+/// How failed install/recycle attempts are retried (from the server configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delay after the first failure, in milliseconds.
+    pub base_ms: u64,
+    /// Longest delay, in milliseconds.
+    pub cap_ms: u64,
+    /// Failed attempts after which the machine goes `broken` (at least 1).
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    /// 30 s doubling up to 15 min; broken after 5 failed attempts.
+    fn default() -> Self {
+        RetryPolicy {
+            base_ms: 30_000,
+            cap_ms: 15 * 60_000,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// The delay before the next attempt after `failed` failed attempts (`failed` ≥ 1):
+/// `base · 2^(failed−1)`, never above the cap (and 0 for `failed` = 0).
+pub fn backoff_delay_ms(policy: &RetryPolicy, failed: u32) -> u64 {
+    if failed == 0 {
+        return 0;
+    }
+    let shift = (failed - 1).min(63);
+    let factor = 1u64.checked_shl(shift).unwrap_or(u64::MAX);
+    policy.base_ms.saturating_mul(factor).min(policy.cap_ms)
+}
+
+/// What follows a failed attempt of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Hand the order out again, not before `not_before_ms`.
+    Retry {
+        /// Failed attempts so far, this one included.
+        attempts: u32,
+        /// Earliest time (Unix ms) of the next attempt.
+        not_before_ms: i64,
+        /// The machine's reason while it waits.
+        reason: String,
+    },
+    /// Give up: the machine goes `broken` with `reason`.
+    Broken {
+        /// Failed attempts, this one included.
+        attempts: u32,
+        /// Why, e.g. `install failed 5 times: chunk_digest_mismatch`.
+        reason: String,
+    },
+}
+
+/// The decision after attempt number `previous + 1` of `order` (`install`, `recycle`) failed
+/// with `code` at `now_ms`. Pure.
+pub fn after_failure(
+    policy: &RetryPolicy,
+    order: &str,
+    previous: u32,
+    code: &str,
+    now_ms: i64,
+) -> AfterFailure {
+    let attempts = previous.saturating_add(1);
+    let max = policy.max_attempts.max(1);
+    if attempts >= max {
+        let reason = if attempts == 1 {
+            format!("{order} failed once: {code}")
+        } else {
+            format!("{order} failed {attempts} times: {code}")
+        };
+        return AfterFailure::Broken { attempts, reason };
+    }
+    let delay = backoff_delay_ms(policy, attempts);
+    AfterFailure::Retry {
+        attempts,
+        not_before_ms: now_ms.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX)),
+        reason: format!("{order} failed: {code} (attempt {attempts} of {max}; retrying)"),
+    }
+}
+
+/// While a failed order waits for its next attempt: the seconds the agent should wait (at
+/// least 1), or `None` when the order may be handed out now. Pure.
+pub fn retry_wait_secs(not_before_ms: Option<i64>, now_ms: i64) -> Option<u32> {
+    let left = not_before_ms?.saturating_sub(now_ms);
+    if left <= 0 {
+        return None;
+    }
+    let secs = left.saturating_add(999) / 1000;
+    Some(u32::try_from(secs).unwrap_or(u32::MAX).max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +334,115 @@ mod tests {
                     assert_ne!(s, S::Retired);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_up_to_the_cap() {
+        let p = RetryPolicy::default();
+        #[rustfmt::skip]
+        let table: &[(u32, u64)] = &[
+            (0, 0),
+            (1, 30_000), (2, 60_000), (3, 120_000), (4, 240_000), (5, 480_000),
+            (6, 900_000), (7, 900_000), (40, 900_000), (64, 900_000), (u32::MAX, 900_000),
+        ];
+        for &(failed, want) in table {
+            assert_eq!(
+                backoff_delay_ms(&p, failed),
+                want,
+                "after {failed} failures"
+            );
+        }
+        let huge = RetryPolicy {
+            base_ms: u64::MAX / 2,
+            cap_ms: u64::MAX,
+            max_attempts: 3,
+        };
+        assert_eq!(
+            backoff_delay_ms(&huge, 3),
+            u64::MAX,
+            "saturates, never wraps"
+        );
+        let zero = RetryPolicy {
+            base_ms: 0,
+            cap_ms: 0,
+            max_attempts: 3,
+        };
+        assert_eq!(backoff_delay_ms(&zero, 2), 0);
+    }
+
+    #[test]
+    fn failures_retry_with_backoff_then_break_the_machine() {
+        let p = RetryPolicy::default();
+        let now = 1_000_000;
+        #[rustfmt::skip]
+        let table: &[(&str, u32, AfterFailure)] = &[
+            ("install", 0, AfterFailure::Retry {
+                attempts: 1, not_before_ms: now + 30_000,
+                reason: "install failed: chunk_digest_mismatch (attempt 1 of 5; retrying)".into() }),
+            ("install", 1, AfterFailure::Retry {
+                attempts: 2, not_before_ms: now + 60_000,
+                reason: "install failed: chunk_digest_mismatch (attempt 2 of 5; retrying)".into() }),
+            ("recycle", 3, AfterFailure::Retry {
+                attempts: 4, not_before_ms: now + 240_000,
+                reason: "recycle failed: chunk_digest_mismatch (attempt 4 of 5; retrying)".into() }),
+            ("install", 4, AfterFailure::Broken {
+                attempts: 5, reason: "install failed 5 times: chunk_digest_mismatch".into() }),
+            // A count past the limit (the policy shrank meanwhile) also breaks.
+            ("recycle", 9, AfterFailure::Broken {
+                attempts: 10, reason: "recycle failed 10 times: chunk_digest_mismatch".into() }),
+        ];
+        for (order, previous, want) in table {
+            let got = after_failure(&p, order, *previous, "chunk_digest_mismatch", now);
+            assert_eq!(&got, want, "{order} after {previous}");
+        }
+        let once = RetryPolicy {
+            max_attempts: 1,
+            ..p
+        };
+        assert_eq!(
+            after_failure(&once, "recycle", 0, "verify_nonzero", now),
+            AfterFailure::Broken {
+                attempts: 1,
+                reason: "recycle failed once: verify_nonzero".into()
+            }
+        );
+        // max_attempts 0 is treated as 1: a failure never retries forever.
+        let none = RetryPolicy {
+            max_attempts: 0,
+            ..p
+        };
+        assert!(matches!(
+            after_failure(&none, "install", 0, "x", now),
+            AfterFailure::Broken { attempts: 1, .. }
+        ));
+        assert!(matches!(
+            after_failure(&p, "install", u32::MAX, "x", now),
+            AfterFailure::Broken {
+                attempts: u32::MAX,
+                ..
+            }
+        ));
+        // The broken reason is what the lifecycle records with mark-broken.
+        assert_eq!(transition(S::Installing, A::MarkBroken), Ok(S::Broken));
+        assert_eq!(transition(S::Recycling, A::MarkBroken), Ok(S::Broken));
+    }
+
+    #[test]
+    fn waiting_for_the_next_attempt_rounds_up_to_whole_seconds() {
+        #[rustfmt::skip]
+        let table: &[(Option<i64>, i64, Option<u32>)] = &[
+            (None, 5_000, None),
+            (Some(5_000), 5_000, None),
+            (Some(4_000), 5_000, None),
+            (Some(5_001), 5_000, Some(1)),
+            (Some(6_000), 5_000, Some(1)),
+            (Some(6_001), 5_000, Some(2)),
+            (Some(905_000), 5_000, Some(900)),
+            (Some(i64::MAX), i64::MIN, Some(u32::MAX)),
+        ];
+        for &(nb, now, want) in table {
+            assert_eq!(retry_wait_secs(nb, now), want, "{nb:?} at {now}");
         }
     }
 }

@@ -49,6 +49,9 @@ fn dhcp_config(cfg: &ServeConfig) -> Result<crate::dhcp::DhcpConfig> {
     if cfg.dhcp_unknown_max.is_some() {
         d.unknown_max_leases = cfg.dhcp_unknown_max;
     }
+    if let Some(n) = cfg.dhcp_rate_limit_macs {
+        d.rate_limit_tracked_macs = n;
+    }
     // The network's own routers own IPv6 in proxy mode; in full mode the appliance ends
     // iPXE's IPv6 wait itself.
     d.router_advertisements = mode == crate::dhcp::DhcpMode::Full;

@@ -13,6 +13,13 @@
 //!   [`Timing::max_rejections`] times in a row, then reboot.
 //! - `5xx`, `408`, `429`, connection failures, timeouts and undecodable replies: back off with
 //!   full jitter, forever; the appliance may be restarting.
+//!
+//! Before its first destructive write (an install's first byte, a recycle's first wipe) the
+//! executor calls back to re-ask the appliance for orders ([`reconfirm`]): only when the same
+//! order still stands does it go on; otherwise it writes nothing and reports
+//! [`ORDER_WITHDRAWN`].
+
+use std::cell::RefCell;
 
 use std::time::Duration;
 
@@ -299,29 +306,135 @@ impl<T: Transport> Api<T> {
     }
 }
 
+/// Reason code of an order abandoned before its first write because the appliance no longer
+/// stands by it.
+pub const ORDER_WITHDRAWN: &str = "order_withdrawn";
+
+/// The executor's re-check before its first destructive write: `Ok` when the order still
+/// stands, `Err(why)` when it does not (then nothing may be written).
+pub type Confirm<'a> = dyn FnMut() -> Result<(), String> + 'a;
+
 /// Carries out the orders that change the machine. The real one is
 /// [`crate::install::LiveInstaller`]; tests script it.
 pub trait Executor {
     /// Carries out `install {snapshot, url}` and returns the result to report. Progress
-    /// reports passed to `progress` are forwarded to the appliance (best effort).
+    /// reports passed to `progress` are forwarded to the appliance (best effort). `confirm`
+    /// must be called right before the first byte is written; on `Err` nothing is written
+    /// and the result is a failure with code [`ORDER_WITHDRAWN`].
     fn install(
         &mut self,
         snapshot: &str,
         url: &str,
         hardware: &HardwareReport,
         progress: &mut dyn FnMut(ProgressReport),
+        confirm: &mut Confirm<'_>,
     ) -> ResultReport;
 
-    /// Carries out `recycle`: wipe and verify every fixed disk of `hardware`, with the
-    /// records in `detail.wipes`. The default ([`crate::recycle::guarded`]) wipes the live
-    /// system as PID 1 and answers `recycle_disabled` anywhere else.
+    /// Carries out `recycle`: wipe and verify every fixed disk of `hardware` except those
+    /// whose serial or WWN is in `keep_disks`, with the records in `detail.wipes` and the
+    /// untouched disks in `detail.skipped`. `confirm` as for installs, before the first wipe.
+    /// The default ([`crate::recycle::guarded`]) wipes the live system as PID 1 and answers
+    /// `recycle_disabled` anywhere else.
     fn recycle(
         &mut self,
         hardware: &HardwareReport,
+        keep_disks: &[String],
         progress: &mut dyn FnMut(ProgressReport),
+        confirm: &mut Confirm<'_>,
     ) -> ResultReport {
-        crate::recycle::guarded(hardware, progress)
+        crate::recycle::guarded(hardware, keep_disks, progress, confirm)
     }
+}
+
+/// Tries to re-ask for orders when the appliance does not answer, before giving up.
+pub const CONFIRM_ATTEMPTS: u32 = 5;
+
+/// Re-asks the appliance for orders and succeeds only if it still hands out `current`
+/// (which also proves the boot's token is still valid). A revoked token, any other order, or
+/// a refusal is a withdrawal; an unreachable appliance is asked [`CONFIRM_ATTEMPTS`] times
+/// with backoff, then counts as a withdrawal too (nothing is written on a guess).
+pub fn reconfirm<T: Transport>(
+    api: &mut Api<T>,
+    env: &mut dyn Env,
+    timing: &Timing,
+    current: &Order,
+) -> Result<(), String> {
+    let mut backoff = Backoff::new(timing.backoff_base, timing.backoff_cap);
+    let mut last = String::new();
+    for attempt in 1..=CONFIRM_ATTEMPTS {
+        match api.orders() {
+            Ok(OrderReply::Known(o)) if &o == current => return Ok(()),
+            Ok(OrderReply::Known(o)) => {
+                return Err(format!(
+                    "the appliance now answers {:?} instead of this {} order",
+                    o.name(),
+                    current.name()
+                ));
+            }
+            Ok(OrderReply::Unknown { tag } | OrderReply::Malformed { tag, .. }) => {
+                return Err(format!("the appliance now answers {tag:?}"));
+            }
+            Err(CallError::Revoked) => {
+                return Err(
+                    "the appliance revoked this boot's token (the machine's state \
+                            changed)"
+                        .to_owned(),
+                );
+            }
+            Err(e @ CallError::Rejected { .. }) => return Err(format!("orders {e}")),
+            Err(CallError::Unavailable(why)) => {
+                crate::warn!("re-checking the order: {why} ({attempt} of {CONFIRM_ATTEMPTS})");
+                last = why;
+                if attempt < CONFIRM_ATTEMPTS {
+                    let d = backoff.next_delay(env.random());
+                    env.sleep(d);
+                }
+            }
+        }
+    }
+    Err(format!("the order could not be re-checked: {last}"))
+}
+
+/// Forwards one progress report to the appliance (best effort) and the console.
+fn forward_progress<T: Transport>(api: &RefCell<&mut Api<T>>, what: &str, p: &ProgressReport) {
+    crate::info!(
+        "{what}: {}{}{}",
+        p.stage,
+        p.percent.map(|n| format!(" {n}%")).unwrap_or_default(),
+        p.message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    );
+    match api.try_borrow_mut() {
+        Ok(mut api) => {
+            if let Err(e) = api.progress(p) {
+                crate::warn!("progress ({}) not delivered: {e}", p.stage);
+            }
+        }
+        Err(_) => crate::warn!("progress ({}) not delivered: API busy", p.stage),
+    }
+}
+
+/// [`reconfirm`] through the shared API handle of an executing order.
+fn confirm_order<T: Transport>(
+    api: &RefCell<&mut Api<T>>,
+    env: &mut dyn Env,
+    timing: &Timing,
+    current: &Order,
+) -> Result<(), String> {
+    let result = match api.try_borrow_mut() {
+        Ok(mut api) => reconfirm(&mut api, env, timing, current),
+        Err(_) => Err("the order could not be re-checked: API busy".to_owned()),
+    };
+    match &result {
+        Ok(()) => crate::info!(
+            "{}: the appliance still stands by the order",
+            current.name()
+        ),
+        Err(why) => crate::warn!("{}: order withdrawn: {why}", current.name()),
+    }
+    result
 }
 
 /// What follows a delivered result.
@@ -476,20 +589,18 @@ pub fn run<T: Transport>(
                         }
                         OrderReply::Known(Order::Install { snapshot, url }) => {
                             crate::info!("order install: snapshot {snapshot} from {url}");
-                            let report = executor.install(&snapshot, &url, hardware, &mut |p| {
-                                crate::info!(
-                                    "install: {}{}{}",
-                                    p.stage,
-                                    p.percent.map(|n| format!(" {n}%")).unwrap_or_default(),
-                                    p.message
-                                        .as_deref()
-                                        .map(|m| format!(": {m}"))
-                                        .unwrap_or_default()
-                                );
-                                if let Err(e) = api.progress(&p) {
-                                    crate::warn!("progress ({}) not delivered: {e}", p.stage);
-                                }
-                            });
+                            let current = Order::Install {
+                                snapshot: snapshot.clone(),
+                                url: url.clone(),
+                            };
+                            let shared = RefCell::new(&mut *api);
+                            let report = executor.install(
+                                &snapshot,
+                                &url,
+                                hardware,
+                                &mut |p| forward_progress(&shared, "install", &p),
+                                &mut || confirm_order(&shared, env, timing, &current),
+                            );
                             let then = if report.outcome == Outcome::Success {
                                 Then::Finish(Finish::Reboot(RebootReason::Installed { snapshot }))
                             } else {
@@ -497,22 +608,25 @@ pub fn run<T: Transport>(
                             };
                             Ok(Step::Report(report, then))
                         }
-                        OrderReply::Known(Order::Recycle) => {
-                            crate::info!("order recycle: wiping this machine's disks");
-                            let report = executor.recycle(hardware, &mut |p| {
+                        OrderReply::Known(Order::Recycle { keep_disks }) => {
+                            if keep_disks.is_empty() {
+                                crate::info!("order recycle: wiping this machine's disks");
+                            } else {
                                 crate::info!(
-                                    "recycle: {}{}{}",
-                                    p.stage,
-                                    p.percent.map(|n| format!(" {n}%")).unwrap_or_default(),
-                                    p.message
-                                        .as_deref()
-                                        .map(|m| format!(": {m}"))
-                                        .unwrap_or_default()
+                                    "order recycle: wiping this machine's disks except {}",
+                                    keep_disks.join(", ").escape_debug()
                                 );
-                                if let Err(e) = api.progress(&p) {
-                                    crate::warn!("progress ({}) not delivered: {e}", p.stage);
-                                }
-                            });
+                            }
+                            let current = Order::Recycle {
+                                keep_disks: keep_disks.clone(),
+                            };
+                            let shared = RefCell::new(&mut *api);
+                            let report = executor.recycle(
+                                hardware,
+                                &keep_disks,
+                                &mut |p| forward_progress(&shared, "recycle", &p),
+                                &mut || confirm_order(&shared, env, timing, &current),
+                            );
                             // Wiped and verified: reboot (the appliance now serves the
                             // machine as available). Failed: stay and keep polling.
                             let then = if report.outcome == Outcome::Success {
@@ -693,11 +807,14 @@ mod tests {
 
     const REGISTERED: &str = r#"{"machine_id":"m-1","identity_key":"serial:A","identity_kind":"serial","state":"available","created":true}"#;
 
-    /// Scripted install outcomes; records the orders it was given.
+    /// Scripted install outcomes; records the orders it was given. With `confirm`, it
+    /// re-checks the order before "writing", as the live installer does, and counts writes.
     #[derive(Default)]
     struct Installs {
         outcomes: VecDeque<(Outcome, Option<&'static str>)>,
         given: Vec<(String, String)>,
+        confirm: bool,
+        writes: u32,
     }
 
     impl Executor for Installs {
@@ -707,8 +824,21 @@ mod tests {
             url: &str,
             _hardware: &HardwareReport,
             progress: &mut dyn FnMut(ProgressReport),
+            confirm: &mut Confirm<'_>,
         ) -> ResultReport {
             self.given.push((snapshot.to_owned(), url.to_owned()));
+            if self.confirm
+                && let Err(why) = confirm()
+            {
+                return ResultReport {
+                    order: "install".into(),
+                    outcome: Outcome::Failure,
+                    code: Some(ORDER_WITHDRAWN.into()),
+                    message: Some(why),
+                    detail: None,
+                };
+            }
+            self.writes += 1;
             progress(ProgressReport {
                 order: "install".into(),
                 stage: "write".into(),
@@ -857,7 +987,13 @@ mod tests {
         ));
         assert_eq!(
             parse_order(br#"{"order":"recycle"}"#),
-            Ok(OrderReply::Known(Order::Recycle))
+            Ok(OrderReply::Known(Order::Recycle { keep_disks: vec![] }))
+        );
+        assert_eq!(
+            parse_order(br#"{"order":"recycle","keep_disks":["S1"]}"#),
+            Ok(OrderReply::Known(Order::Recycle {
+                keep_disks: vec!["S1".into()]
+            }))
         );
         assert!(parse_order(b"[1,2]").is_err());
         assert!(parse_order(br#"{"order":7}"#).is_err());
@@ -926,7 +1062,7 @@ mod tests {
                 (Outcome::Success, None),
             ]
             .into(),
-            given: Vec::new(),
+            ..Installs::default()
         };
         let (f, seen, slept, installs) = run_installs(
             vec![
@@ -1010,10 +1146,14 @@ mod tests {
         assert_eq!(slept, vec![secs(1), secs(1), secs(2)]);
     }
 
-    /// Scripted recycle outcomes; install orders are not expected.
+    /// Scripted recycle outcomes; install orders are not expected. Records the kept disks of
+    /// each order; with `confirm`, re-checks the order first and reports a withdrawal.
+    #[derive(Default)]
     struct Recycles {
         outcomes: VecDeque<ResultReport>,
         calls: u32,
+        keeps: Vec<Vec<String>>,
+        confirm: bool,
     }
 
     impl Executor for Recycles {
@@ -1023,6 +1163,7 @@ mod tests {
             _url: &str,
             _hardware: &HardwareReport,
             _progress: &mut dyn FnMut(ProgressReport),
+            _confirm: &mut Confirm<'_>,
         ) -> ResultReport {
             unsupported("install", "unexpected", String::new())
         }
@@ -1030,8 +1171,22 @@ mod tests {
         fn recycle(
             &mut self,
             _hardware: &HardwareReport,
+            keep_disks: &[String],
             progress: &mut dyn FnMut(ProgressReport),
+            confirm: &mut Confirm<'_>,
         ) -> ResultReport {
+            self.keeps.push(keep_disks.to_vec());
+            if self.confirm
+                && let Err(why) = confirm()
+            {
+                return ResultReport {
+                    order: "recycle".into(),
+                    outcome: Outcome::Failure,
+                    code: Some(ORDER_WITHDRAWN.into()),
+                    message: Some(why),
+                    detail: None,
+                };
+            }
             self.calls += 1;
             progress(ProgressReport {
                 order: "recycle".into(),
@@ -1066,7 +1221,7 @@ mod tests {
                 },
             ]
             .into(),
-            calls: 0,
+            ..Recycles::default()
         };
         let mut api = Api::new(Script {
             replies: vec![
@@ -1100,5 +1255,206 @@ mod tests {
         // One order backoff after the failure, nothing after the delivered success.
         let secs = |c| crate::backoff::scale(Duration::from_secs(c), u64::MAX, 0, 1000);
         assert_eq!(clock.slept, vec![secs(1)]);
+    }
+
+    const INSTALL_S: &str = r#"{"order":"install","snapshot":"s","url":"/assets/snapshots/s/"}"#;
+
+    fn paths(seen: &[Request]) -> Vec<&'static str> {
+        seen.iter().map(|r| r.path).collect()
+    }
+
+    #[test]
+    fn an_install_writes_only_after_the_appliance_confirms_the_same_order() {
+        let installs = Installs {
+            outcomes: [(Outcome::Success, None)].into(),
+            confirm: true,
+            ..Installs::default()
+        };
+        let (f, seen, _, installs) = run_installs(
+            vec![
+                ok(201, REGISTERED.replace("available", "installing").as_str()),
+                ok(200, "{}"),
+                ok(200, INSTALL_S),
+                ok(200, INSTALL_S), // the re-check: the same order stands
+                ok(200, "{}"),      // progress
+                ok(200, "{}"),      // success result
+            ],
+            &Timing::default(),
+            installs,
+        );
+        assert_eq!(
+            f,
+            Finish::Reboot(RebootReason::Installed {
+                snapshot: "s".into()
+            })
+        );
+        assert_eq!(installs.writes, 1);
+        assert_eq!(
+            paths(&seen),
+            [
+                routes::AGENT_REGISTER,
+                routes::AGENT_PROGRESS,
+                routes::AGENT_ORDERS,
+                routes::AGENT_ORDERS,
+                routes::AGENT_PROGRESS,
+                routes::AGENT_RESULT
+            ]
+        );
+    }
+
+    #[test]
+    fn a_withdrawn_install_writes_nothing_and_reports_order_withdrawn() {
+        let other = r#"{"order":"install","snapshot":"t","url":"/assets/snapshots/t/"}"#;
+        let revoked = r#"{"error":{"code":"token_revoked","message":"m"}}"#;
+        for (recheck, why) in [
+            (ok(401, revoked), "revoked"),
+            (ok(200, other), "\"install\" instead"),
+            (
+                ok(200, r#"{"order":"wait","retry_after_secs":5}"#),
+                "\"wait\"",
+            ),
+            (ok(200, r#"{"order":"dance"}"#), "\"dance\""),
+            (
+                ok(403, r#"{"error":{"code":"wrong_machine","message":"m"}}"#),
+                "403",
+            ),
+        ] {
+            let installs = Installs {
+                outcomes: [(Outcome::Success, None)].into(),
+                confirm: true,
+                ..Installs::default()
+            };
+            let (f, seen, _, installs) = run_installs(
+                vec![
+                    ok(201, REGISTERED.replace("available", "installing").as_str()),
+                    ok(200, "{}"),
+                    ok(200, INSTALL_S),
+                    recheck,
+                    ok(401, revoked), // the result: the state changed, so reboot
+                ],
+                &Timing::default(),
+                installs,
+            );
+            assert_eq!(installs.writes, 0, "{why}: nothing written");
+            assert_eq!(f, Finish::Reboot(RebootReason::TokenRevoked), "{why}");
+            let results = results(&seen);
+            assert_eq!(results.len(), 1, "{why}");
+            assert_eq!(results[0].outcome, Outcome::Failure);
+            assert_eq!(results[0].code.as_deref(), Some(ORDER_WITHDRAWN));
+            let msg = results[0].message.as_deref().unwrap_or("");
+            assert!(msg.contains(why), "{why}: {msg}");
+        }
+    }
+
+    #[test]
+    fn an_unreachable_appliance_is_asked_a_bounded_number_of_times_then_nothing_is_written() {
+        let installs = Installs {
+            outcomes: [(Outcome::Success, None)].into(),
+            confirm: true,
+            ..Installs::default()
+        };
+        let mut replies = vec![
+            ok(201, REGISTERED.replace("available", "installing").as_str()),
+            ok(200, "{}"),
+            ok(200, INSTALL_S),
+        ];
+        replies.extend((0..CONFIRM_ATTEMPTS).map(|_| refused()));
+        let (f, seen, slept, installs) = run_installs(replies, &Timing::default(), installs);
+        assert_eq!(installs.writes, 0);
+        assert_eq!(f, Finish::Reboot(RebootReason::TokenRevoked));
+        let orders = seen
+            .iter()
+            .filter(|r| r.path == routes::AGENT_ORDERS)
+            .count();
+        assert_eq!(orders, 1 + CONFIRM_ATTEMPTS as usize);
+        let secs = |c| crate::backoff::scale(Duration::from_secs(c), u64::MAX, 0, 1000);
+        assert_eq!(slept, vec![secs(1), secs(2), secs(4), secs(8)]);
+        assert_eq!(
+            results(&seen)[0].code.as_deref(),
+            Some(ORDER_WITHDRAWN),
+            "could not confirm: withdrawn"
+        );
+        // And a flaky but reachable appliance confirms after a retry.
+        let installs = Installs {
+            outcomes: [(Outcome::Success, None)].into(),
+            confirm: true,
+            ..Installs::default()
+        };
+        let (f, _, _, installs) = run_installs(
+            vec![
+                ok(201, REGISTERED.replace("available", "installing").as_str()),
+                ok(200, "{}"),
+                ok(200, INSTALL_S),
+                ok(503, ""),
+                ok(200, INSTALL_S),
+                ok(200, "{}"),
+                ok(200, "{}"),
+            ],
+            &Timing::default(),
+            installs,
+        );
+        assert_eq!(installs.writes, 1);
+        assert!(matches!(f, Finish::Reboot(RebootReason::Installed { .. })));
+    }
+
+    #[test]
+    fn a_recycle_gets_its_kept_disks_and_a_changed_scope_is_a_withdrawal() {
+        let keep = r#"{"order":"recycle","keep_disks":["SER-B","naa.5000"]}"#;
+        let success = ResultReport {
+            order: "recycle".into(),
+            outcome: Outcome::Success,
+            code: None,
+            message: None,
+            detail: None,
+        };
+        // The same scoped order re-confirmed: the wipe goes ahead with the kept disks.
+        let mut exec = Recycles {
+            outcomes: [success.clone()].into(),
+            confirm: true,
+            ..Recycles::default()
+        };
+        let mut api = Api::new(Script {
+            replies: vec![
+                ok(201, REGISTERED.replace("available", "recycling").as_str()),
+                ok(200, "{}"),
+                ok(200, keep),
+                ok(200, keep),
+                ok(200, "{}"), // progress
+                ok(200, "{}"), // result
+            ]
+            .into(),
+            seen: Vec::new(),
+        });
+        let mut clock = Clock::default();
+        let hw = HardwareReport::default();
+        let f = run(&mut api, &mut clock, &Timing::default(), &hw, &mut exec);
+        assert_eq!(f, Finish::Reboot(RebootReason::Ordered));
+        assert_eq!(exec.calls, 1);
+        assert_eq!(
+            exec.keeps,
+            vec![vec!["SER-B".to_owned(), "naa.5000".to_owned()]]
+        );
+        // The appliance now answers a recycle without the scope: not the order the agent
+        // holds, so nothing is wiped.
+        let mut exec = Recycles {
+            outcomes: [success].into(),
+            confirm: true,
+            ..Recycles::default()
+        };
+        let mut api = Api::new(Script {
+            replies: vec![
+                ok(201, REGISTERED.replace("available", "recycling").as_str()),
+                ok(200, "{}"),
+                ok(200, keep),
+                ok(200, r#"{"order":"recycle"}"#),
+            ]
+            .into(),
+            seen: Vec::new(),
+        });
+        let f = run(&mut api, &mut clock, &Timing::default(), &hw, &mut exec);
+        assert_eq!(f, Finish::Reboot(RebootReason::TokenRevoked));
+        assert_eq!(exec.calls, 0, "nothing wiped");
+        let results = results(&api.transport.seen);
+        assert_eq!(results[0].code.as_deref(), Some(ORDER_WITHDRAWN));
     }
 }

@@ -141,6 +141,13 @@ pub enum InstallError {
     /// Writing failed.
     #[error("writing the image failed")]
     Write(#[source] WriteError),
+    /// Re-asked right before the first write, the appliance no longer stands by the order:
+    /// nothing was written.
+    #[error("order withdrawn before the first write: {why}")]
+    OrderWithdrawn {
+        /// What the appliance answered.
+        why: String,
+    },
 }
 
 impl InstallError {
@@ -161,6 +168,7 @@ impl InstallError {
             Self::Select(e) => e.code(),
             Self::Preflight(e) => e.code(),
             Self::Write(e) => e.code(),
+            Self::OrderWithdrawn { .. } => crate::agent::ORDER_WITHDRAWN,
         }
     }
 
@@ -471,6 +479,21 @@ pub fn install(
     target: Target<'_>,
     progress: &mut dyn FnMut(ProgressReport),
 ) -> Result<Installed, InstallError> {
+    install_confirmed(http, keys, snapshot, url, target, progress, &mut || Ok(()))
+}
+
+/// [`install`], asking `confirm` right before the target is opened for writing (the first
+/// byte written is the zeroed head); on `Err` nothing is written
+/// ([`InstallError::OrderWithdrawn`]).
+pub fn install_confirmed(
+    http: &HttpSnapshot,
+    keys: &[PublicKey],
+    snapshot: &str,
+    url: &str,
+    target: Target<'_>,
+    progress: &mut dyn FnMut(ProgressReport),
+    confirm: &mut crate::agent::Confirm<'_>,
+) -> Result<Installed, InstallError> {
     let sig_url = snapshot_url(&http.base, snapshot, url, SIGNATURE_FILE)?;
     let manifest_url = snapshot_url(&http.base, snapshot, url, MANIFEST_FILE)?;
     let data_url = snapshot_url(&http.base, snapshot, url, DATA_FILE)?;
@@ -506,6 +529,7 @@ pub fn install(
         )),
     ));
 
+    confirm().map_err(|why| InstallError::OrderWithdrawn { why })?;
     let (writer, target_name) = match target {
         Target::Disk {
             hardware,
@@ -658,9 +682,10 @@ impl crate::agent::Executor for LiveInstaller {
         url: &str,
         hardware: &HardwareReport,
         progress: &mut dyn FnMut(ProgressReport),
+        confirm: &mut crate::agent::Confirm<'_>,
     ) -> ResultReport {
         let outcome = load_keys(&self.keys_dir).and_then(|keys| {
-            install(
+            install_confirmed(
                 &self.http,
                 &keys,
                 snapshot,
@@ -671,6 +696,7 @@ impl crate::agent::Executor for LiveInstaller {
                     paths: self.paths.clone(),
                 },
                 progress,
+                confirm,
             )
         });
         match &outcome {
@@ -697,6 +723,7 @@ impl crate::agent::Executor for Disabled {
         _url: &str,
         _hardware: &HardwareReport,
         _progress: &mut dyn FnMut(ProgressReport),
+        _confirm: &mut crate::agent::Confirm<'_>,
     ) -> ResultReport {
         crate::warn!("install {snapshot}: refused, this agent is not running as PID 1");
         ResultReport {

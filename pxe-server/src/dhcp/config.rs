@@ -102,6 +102,9 @@ pub struct DhcpConfig {
     pub rate_limit_max: u32,
     /// … per window of this many milliseconds.
     pub rate_limit_window_ms: u64,
+    /// Distinct MACs the rate limiter tracks (memory bound). When that many windows are
+    /// live, MACs it does not track yet are refused unless the inventory knows them.
+    pub rate_limit_tracked_macs: u32,
     /// How long a DECLINEd address stays out of the pool (ms).
     pub decline_probation_ms: u64,
     /// How long an OFFERed address stays reserved for the client (ms).
@@ -140,6 +143,7 @@ impl DhcpConfig {
             unknown_max_leases: None,
             rate_limit_max: 30,
             rate_limit_window_ms: 10_000,
+            rate_limit_tracked_macs: 65_536,
             decline_probation_ms: 10 * 60_000,
             offer_hold_ms: 60_000,
             router_advertisements: true,
@@ -193,7 +197,7 @@ pub enum ConfigError {
     #[error("lease time must be at least 60 s")]
     LeaseTooShort,
     /// The range is larger than this server handles (a /16).
-    #[error("DHCP range has {0} addresses; at most 65536 are supported")]
+    #[error("DHCP range has {0} addresses; at most 1048576 (a /12) are supported")]
     RangeTooLarge(u64),
 }
 
@@ -237,6 +241,10 @@ pub struct Policy {
     pub decline_probation_ms: u64,
 }
 
+/// Most addresses one full-mode range may hold (a /12). The allocator's cost grows with the
+/// leases handed out, not with the range, so this only bounds what an operator can ask for.
+pub const MAX_RANGE_ADDRESSES: u64 = 1 << 20;
+
 fn valid_file_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 100
@@ -270,7 +278,7 @@ impl Policy {
                 });
             }
             let size = u64::from(e - s) + 1;
-            if size > 65_536 {
+            if size > MAX_RANGE_ADDRESSES {
                 return Err(ConfigError::RangeTooLarge(size));
             }
         }
@@ -361,6 +369,21 @@ mod tests {
             Ipv4Addr::new(10, 99, 0, 100),
             Ipv4Addr::new(10, 99, 0, 199),
         )
+    }
+
+    #[test]
+    fn range_size_is_bounded() {
+        let mut c = cfg();
+        c.netmask = Ipv4Addr::new(255, 0, 0, 0);
+        c.range_start = Ipv4Addr::new(10, 16, 0, 0);
+        c.range_end = Ipv4Addr::new(10, 31, 255, 255);
+        let p = Policy::from_config(&c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.unknown_max_leases, 1 << 19);
+        c.range_end = Ipv4Addr::new(10, 32, 0, 0);
+        assert!(matches!(
+            Policy::from_config(&c),
+            Err(ConfigError::RangeTooLarge(n)) if n == MAX_RANGE_ADDRESSES + 1
+        ));
     }
 
     #[test]

@@ -437,7 +437,11 @@ pub async fn serve<S: LeaseStore>(
         "DHCP service started"
     );
     let mut server = Server {
-        limiter: RateLimiter::new(config.rate_limit_max, config.rate_limit_window_ms, 65_536),
+        limiter: RateLimiter::new(
+            config.rate_limit_max,
+            config.rate_limit_window_ms,
+            usize::try_from(config.rate_limit_tracked_macs).unwrap_or(usize::MAX),
+        ),
         policy,
         table,
         store,

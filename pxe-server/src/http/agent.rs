@@ -20,7 +20,7 @@ use pxe_api::{HardwareReport, MachineState, MachineView};
 use super::{ApiFailure, AppState, authorization, parse_json};
 use crate::identity::{self, Known, Resolution};
 use crate::lifecycle::{self, Action};
-use crate::store::{NewEvent, StoreError, TokenRow, TransitionChanges};
+use crate::store::{FailedAttempt, NewEvent, StoreError, TokenRow, TransitionChanges};
 use crate::token;
 
 /// Longest string fact kept from a report; longer ones are cut (on a character boundary).
@@ -247,6 +247,9 @@ pub(super) async fn register(
                     reason: reason.clone(),
                     conflict_with,
                     hardware,
+                    attempts: 0,
+                    next_attempt_at_ms: None,
+                    keep_disks: Vec::new(),
                     created_at_ms: now,
                     updated_at_ms: now,
                 };
@@ -310,13 +313,23 @@ fn require_bound(m: Option<MachineView>) -> Result<MachineView, ApiFailure> {
     m.ok_or_else(|| ApiFailure::conflict("not_registered", "register before asking for orders"))
 }
 
-/// `GET /api/v1/agent/orders`.
+/// `GET /api/v1/agent/orders`. After a failed attempt the order is withheld (`wait`) until
+/// its backoff has passed.
 pub(super) async fn orders(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Json<Order>, ApiFailure> {
     let (_, m) = authenticate(&st, &headers).await?;
     let m = require_bound(m)?;
+    let backoff = match m.state {
+        MachineState::Installing | MachineState::Recycling => {
+            lifecycle::retry_wait_secs(m.next_attempt_at_ms, (st.clock)())
+        }
+        _ => None,
+    };
+    if let Some(retry_after_secs) = backoff {
+        return Ok(Json(Order::Wait { retry_after_secs }));
+    }
     let order = match m.state {
         MachineState::Installing => match &m.snapshot {
             Some(s) => Order::Install {
@@ -327,7 +340,9 @@ pub(super) async fn orders(
                 retry_after_secs: WAIT_SECS,
             },
         },
-        MachineState::Recycling => Order::Recycle,
+        MachineState::Recycling => Order::Recycle {
+            keep_disks: m.keep_disks.clone(),
+        },
         _ => Order::Wait {
             retry_after_secs: WAIT_SECS,
         },
@@ -427,6 +442,7 @@ pub(super) async fn result(
             let changes = TransitionChanges {
                 snapshot: (action == Action::RecycleComplete).then_some(None),
                 reason: Some(format!("{} by the agent", action.as_str())),
+                ..TransitionChanges::default()
             };
             let event = NewEvent {
                 kind: "transition",
@@ -446,17 +462,134 @@ pub(super) async fn result(
             Ok(Json(serde_json::json!({ "state": to })))
         }
         (Outcome::Failure, Some(_)) => {
-            let reason = format!(
-                "{} failed: {}",
-                r.order,
-                r.code.as_deref().unwrap_or("unspecified")
-            );
-            st.store.set_reason(&m.id, Some(&reason), &event).await?;
-            Ok(Json(serde_json::json!({ "state": m.state })))
+            let code = r.code.as_deref().unwrap_or("unspecified");
+            failed_attempt(&st, m, &r.order, code, event).await
         }
         _ => {
             st.store.append_event(&event).await?;
             Ok(Json(serde_json::json!({ "state": m.state })))
         }
     }
+}
+
+/// Counts a failed attempt of the machine's current order: retried after a backoff, or, at the
+/// limit, the machine goes `broken` with the reason (see [`lifecycle::after_failure`]).
+async fn failed_attempt(
+    st: &AppState,
+    mut m: MachineView,
+    order: &str,
+    code: &str,
+    event: NewEvent,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let version = m.version;
+    // A bounded optimistic loop: another report for this machine may land in between.
+    for _ in 0..8 {
+        let now = (st.clock)();
+        let reply = |m: &MachineView, state: MachineState| {
+            Json(serde_json::json!({
+                "state": state,
+                "attempts": m.attempts,
+                "next_attempt_at_ms": m.next_attempt_at_ms,
+            }))
+        };
+        if lifecycle::retry_wait_secs(m.next_attempt_at_ms, now).is_some() {
+            // No order was handed out since the last failure: this is the same report
+            // delivered again (the agent did not see our answer). Kept, not counted.
+            let event = NewEvent {
+                reason: Some(format!(
+                    "{order} failed: {code} (repeated report while waiting; not counted)"
+                )),
+                ..event
+            };
+            st.store.append_event(&event).await?;
+            return Ok(reply(&m, m.state));
+        }
+        let decision = lifecycle::after_failure(&st.retry, order, m.attempts, code, now);
+        let detail = |attempts: u32, not_before: Option<i64>| {
+            let mut d = event.detail.clone().unwrap_or_default();
+            if let Some(o) = d.as_object_mut() {
+                o.insert("attempts".into(), attempts.into());
+                o.insert("max_attempts".into(), st.retry.max_attempts.into());
+                o.insert("next_attempt_at_ms".into(), not_before.into());
+            }
+            Some(d)
+        };
+        match decision {
+            lifecycle::AfterFailure::Retry {
+                attempts,
+                not_before_ms,
+                reason,
+            } => {
+                let failed = FailedAttempt {
+                    previous_attempts: m.attempts,
+                    attempts,
+                    not_before_ms,
+                    reason: reason.clone(),
+                };
+                let ev = NewEvent {
+                    at_ms: now,
+                    reason: Some(reason),
+                    detail: detail(attempts, Some(not_before_ms)),
+                    ..event.clone()
+                };
+                if st
+                    .store
+                    .record_failed_attempt(&m.id, m.version, &failed, &ev)
+                    .await?
+                {
+                    tracing::warn!(machine = %m.id, order, code, attempts,
+                        max = st.retry.max_attempts, "order failed; will retry");
+                    m.attempts = attempts;
+                    m.next_attempt_at_ms = Some(not_before_ms);
+                    return Ok(reply(&m, m.state));
+                }
+            }
+            lifecycle::AfterFailure::Broken { attempts, reason } => {
+                let to = lifecycle::transition(m.state, Action::MarkBroken)
+                    .map_err(|e| ApiFailure::conflict(e.code(), "transition refused"))?;
+                let changes = TransitionChanges {
+                    reason: Some(reason.clone()),
+                    attempts,
+                    ..TransitionChanges::default()
+                };
+                let ev = NewEvent {
+                    at_ms: now,
+                    actor: "appliance",
+                    kind: "transition",
+                    to_state: Some(to),
+                    reason: Some(reason),
+                    detail: detail(attempts, None),
+                    ..event.clone()
+                };
+                if st
+                    .store
+                    .apply_transition(&m.id, m.version, to, &changes, &ev)
+                    .await?
+                {
+                    tracing::error!(machine = %m.id, order, code, attempts,
+                        "order failed too often; machine is broken");
+                    m.attempts = attempts;
+                    m.next_attempt_at_ms = None;
+                    return Ok(reply(&m, to));
+                }
+            }
+        }
+        // Lost a race: re-read. A state change revoked this agent's token meanwhile.
+        m = st
+            .store
+            .machine(&m.id)
+            .await?
+            .ok_or_else(|| ApiFailure::unauthorized("unknown agent token"))?;
+        if m.version != version {
+            return Err(ApiFailure::new(
+                StatusCode::UNAUTHORIZED,
+                "token_revoked",
+                "this machine's state changed since it booted; reboot to get a fresh boot script",
+            ));
+        }
+    }
+    Err(ApiFailure::conflict(
+        "version_conflict",
+        "the machine changed repeatedly while the result was reported",
+    ))
 }

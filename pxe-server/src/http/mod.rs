@@ -52,6 +52,8 @@ pub struct AppState {
     pub known_macs: std::sync::RwLock<std::collections::HashSet<pxe_api::Mac>>,
     /// DHCP counters and foreign servers seen, when DHCP runs.
     pub dhcp: Option<Arc<crate::dhcp::DhcpShared>>,
+    /// Retries of failed install/recycle orders.
+    pub retry: crate::lifecycle::RetryPolicy,
 }
 
 /// Wall-clock Unix milliseconds.

@@ -8,7 +8,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use pxe_api::machine::{ActionRequest, EventView, InstallRequest, ReasonRequest};
+use pxe_api::agent::{MAX_DISK_ID_LEN, MAX_KEEP_DISKS, disk_id_matches};
+use pxe_api::machine::{ActionRequest, EventView, InstallRequest, ReasonRequest, RecycleRequest};
 use pxe_api::{MachineState, MachineView};
 
 use super::{ApiFailure, AppState, authorization, parse_json};
@@ -60,16 +61,30 @@ async fn find(st: &AppState, reference: &str) -> Result<MachineView, ApiFailure>
     })
 }
 
+/// What an operator order carries besides its action.
+#[derive(Debug, Default)]
+struct OrderArgs {
+    if_version: Option<i64>,
+    reason: Option<String>,
+    snapshot: Option<String>,
+    keep_disks: Vec<String>,
+}
+
 /// Applies `action` with optimistic concurrency: re-reads and re-checks on a lost race, unless
-/// the caller pinned a version (then a moved version is a 409).
+/// the caller pinned a version (then a moved version is a 409). Every transition starts the
+/// attempt count of the order it leads to over.
 async fn transition(
     st: &AppState,
     reference: &str,
     action: Action,
-    if_version: Option<i64>,
-    reason: Option<String>,
-    snapshot: Option<String>,
+    args: OrderArgs,
 ) -> Result<MachineView, ApiFailure> {
+    let OrderArgs {
+        if_version,
+        reason,
+        snapshot,
+        keep_disks,
+    } = args;
     for _ in 0..16 {
         let m = find(st, reference).await?;
         if let Some(v) = if_version
@@ -92,7 +107,15 @@ async fn transition(
                 _ => None,
             },
             reason: reason.clone(),
+            attempts: 0,
+            keep_disks: keep_disks.clone(),
         };
+        let mut detail = serde_json::json!({ "action": action.as_str(), "snapshot": snapshot });
+        if !keep_disks.is_empty()
+            && let Some(o) = detail.as_object_mut()
+        {
+            o.insert("keep_disks".into(), keep_disks.clone().into());
+        }
         let event = NewEvent {
             machine_id: Some(m.id.clone()),
             at_ms: (st.clock)(),
@@ -101,7 +124,7 @@ async fn transition(
             from_state: Some(m.state),
             to_state: Some(to),
             reason: reason.clone(),
-            detail: Some(serde_json::json!({ "action": action.as_str(), "snapshot": snapshot })),
+            detail: Some(detail),
             ..NewEvent::default()
         };
         if st
@@ -208,9 +231,12 @@ pub(super) async fn install(
             &st,
             &id,
             Action::Install,
-            req.if_version,
-            reason,
-            Some(req.snapshot),
+            OrderArgs {
+                if_version: req.if_version,
+                reason,
+                snapshot: Some(req.snapshot),
+                ..OrderArgs::default()
+            },
         )
         .await?,
     ))
@@ -233,9 +259,11 @@ pub(super) async fn broken(
             &st,
             &id,
             Action::MarkBroken,
-            req.if_version,
-            Some(reason),
-            None,
+            OrderArgs {
+                if_version: req.if_version,
+                reason: Some(reason),
+                ..OrderArgs::default()
+            },
         )
         .await?,
     ))
@@ -252,18 +280,94 @@ async fn simple(
     let req: ActionRequest = parse_json(body)?;
     let reason = check_reason(req.reason)?;
     Ok(Json(
-        transition(st, id, action, req.if_version, reason, None).await?,
+        transition(
+            st,
+            id,
+            action,
+            OrderArgs {
+                if_version: req.if_version,
+                reason,
+                ..OrderArgs::default()
+            },
+        )
+        .await?,
     ))
 }
 
-/// `POST /api/v1/machines/{id}/recycle`.
+/// Checks a recycle scope: bounded, well-formed, deduplicated, and every entry naming a disk
+/// (by serial or WWN) of the machine's last hardware report, so a typo never silently
+/// leaves the disk it meant to protect in the wipe.
+fn check_keep_disks(m: &MachineView, keep: Vec<String>) -> Result<Vec<String>, ApiFailure> {
+    if keep.len() > MAX_KEEP_DISKS {
+        return Err(ApiFailure::bad_request(
+            "invalid_keep_disks",
+            format!("at most {MAX_KEEP_DISKS} kept disks"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(keep.len());
+    for k in keep {
+        let k = k.trim().to_owned();
+        if k.is_empty() || k.len() > MAX_DISK_ID_LEN || k.chars().any(char::is_control) {
+            return Err(ApiFailure::bad_request(
+                "invalid_keep_disks",
+                format!(
+                    "a kept disk is a serial or WWN of 1-{MAX_DISK_ID_LEN} bytes without control \
+                     characters"
+                ),
+            ));
+        }
+        let known = m.hardware.as_ref().is_some_and(|h| {
+            h.disks
+                .iter()
+                .any(|d| disk_id_matches(&k, d.serial.as_deref(), d.wwn.as_deref()))
+        });
+        if !known {
+            return Err(ApiFailure::bad_request(
+                "unknown_disk",
+                format!(
+                    "no disk of machine {}'s last hardware report has serial or WWN {:?}",
+                    m.id,
+                    k.escape_debug().to_string()
+                ),
+            ));
+        }
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(&k)) {
+            out.push(k);
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /api/v1/machines/{id}/recycle` `{ "keep_disks": [SERIAL|WWN, ..] }` (all optional).
 pub(super) async fn recycle(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<MachineView>, ApiFailure> {
-    simple(&st, &headers, &id, body, Action::Recycle).await
+    authenticate(&st, &headers)?;
+    let req: RecycleRequest = parse_json(body)?;
+    let reason = check_reason(req.reason)?;
+    let keep_disks = if req.keep_disks.is_empty() {
+        Vec::new()
+    } else {
+        let m = find(&st, &id).await?;
+        check_keep_disks(&m, req.keep_disks)?
+    };
+    Ok(Json(
+        transition(
+            &st,
+            &id,
+            Action::Recycle,
+            OrderArgs {
+                if_version: req.if_version,
+                reason,
+                keep_disks,
+                ..OrderArgs::default()
+            },
+        )
+        .await?,
+    ))
 }
 
 /// `POST /api/v1/machines/{id}/in-use`.
@@ -323,7 +427,10 @@ pub(super) async fn health(
             "acks": s.acks.load(Relaxed),
             "naks": s.naks.load(Relaxed),
             "malformed": s.malformed_total(),
+            "ignored": s.ignored.load(Relaxed),
+            "rate_limited": s.rate_limited.load(Relaxed),
             "persist_failed": s.persist_failed.load(Relaxed),
+            "send_failed": s.send_failed.load(Relaxed),
             "rogue_servers": rogue,
         })
     });

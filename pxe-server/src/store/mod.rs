@@ -130,12 +130,34 @@ pub struct NewToken {
 }
 
 /// Field changes that ride along with a state transition.
+///
+/// The retry bookkeeping and the recycle scope belong to the order the new state carries out,
+/// so every transition sets them: by default the attempt count restarts at 0, the next-attempt
+/// time is cleared, and no disk is kept.
 #[derive(Debug, Clone, Default)]
 pub struct TransitionChanges {
     /// New snapshot (`Some(None)` clears it).
     pub snapshot: Option<Option<String>>,
     /// New reason (`None` clears it: a state's reason belongs to that state).
     pub reason: Option<String>,
+    /// Failed attempts to record (0 for a new order; the final count when failures break the
+    /// machine).
+    pub attempts: u32,
+    /// Disks the new recycle order keeps (serials/WWNs); empty for every other transition.
+    pub keep_disks: Vec<String>,
+}
+
+/// A failed attempt to record without a state change (the order will be retried).
+#[derive(Debug, Clone)]
+pub struct FailedAttempt {
+    /// The attempt count the decision was made from (optimistic check).
+    pub previous_attempts: u32,
+    /// The new count.
+    pub attempts: u32,
+    /// Earliest next attempt, Unix ms.
+    pub not_before_ms: i64,
+    /// The machine's reason while it waits.
+    pub reason: String,
 }
 
 /// Handle to the store. Cheap to clone.
@@ -465,36 +487,33 @@ impl Store {
         event: &NewEvent,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(q("apply_transition"))?;
-        let done = match &changes.snapshot {
-            Some(snapshot) => {
-                sqlx::query(
-                    "UPDATE machines SET state = $1, version = version + 1, reason = $2, \
-                     snapshot = $3, updated_at_ms = $4 WHERE id = $5 AND version = $6",
-                )
-                .bind(to.as_str())
-                .bind(changes.reason.clone())
-                .bind(snapshot.clone())
-                .bind(event.at_ms)
-                .bind(id)
-                .bind(expected_version)
-                .execute(&mut *tx)
-                .await
-            }
-            None => {
-                sqlx::query(
-                    "UPDATE machines SET state = $1, version = version + 1, reason = $2, \
-                     updated_at_ms = $3 WHERE id = $4 AND version = $5",
-                )
-                .bind(to.as_str())
-                .bind(changes.reason.clone())
-                .bind(event.at_ms)
-                .bind(id)
-                .bind(expected_version)
-                .execute(&mut *tx)
-                .await
-            }
+        let keep = (!changes.keep_disks.is_empty())
+            .then(|| serde_json::to_string(&changes.keep_disks).unwrap_or_else(|_| "[]".into()));
+        let (snapshot_set, id_n) = match changes.snapshot {
+            Some(_) => (", snapshot = $6", 7),
+            None => ("", 6),
+        };
+        let sql = format!(
+            "UPDATE machines SET state = $1, version = version + 1, reason = $2, \
+             order_attempts = $3, order_not_before_ms = NULL, keep_disks = $4, \
+             updated_at_ms = $5{snapshot_set} WHERE id = ${id_n} AND version = ${}",
+            id_n + 1
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(to.as_str())
+            .bind(changes.reason.clone())
+            .bind(i64::from(changes.attempts))
+            .bind(keep)
+            .bind(event.at_ms);
+        if let Some(snapshot) = &changes.snapshot {
+            query = query.bind(snapshot.clone());
         }
-        .map_err(q("apply_transition"))?;
+        let done = query
+            .bind(id)
+            .bind(expected_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(q("apply_transition"))?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }
@@ -508,19 +527,42 @@ impl Store {
         Ok(true)
     }
 
-    /// Records a reason without changing state or version (e.g. a failed install attempt),
-    /// with its event.
-    pub async fn set_reason(&self, id: &str, reason: Option<&str>, event: &NewEvent) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(q("set_reason"))?;
-        sqlx::query("UPDATE machines SET reason = $1, updated_at_ms = $2 WHERE id = $3")
-            .bind(reason)
-            .bind(event.at_ms)
-            .bind(id)
-            .execute(&mut *tx)
+    /// Records a failed attempt of the machine's current order (count, next-attempt time,
+    /// reason) with its event, without changing state or version (the agent's token stays
+    /// valid: it keeps polling and is told to wait). Returns false, changing nothing, if the
+    /// version or the attempt count moved meanwhile.
+    pub async fn record_failed_attempt(
+        &self,
+        id: &str,
+        expected_version: i64,
+        failed: &FailedAttempt,
+        event: &NewEvent,
+    ) -> Result<bool> {
+        let mut tx = self
+            .pool
+            .begin()
             .await
-            .map_err(q("set_reason"))?;
+            .map_err(q("record_failed_attempt"))?;
+        let done = sqlx::query(
+            "UPDATE machines SET order_attempts = $1, order_not_before_ms = $2, reason = $3, \
+             updated_at_ms = $4 WHERE id = $5 AND version = $6 AND order_attempts = $7",
+        )
+        .bind(i64::from(failed.attempts))
+        .bind(failed.not_before_ms)
+        .bind(failed.reason.as_str())
+        .bind(event.at_ms)
+        .bind(id)
+        .bind(expected_version)
+        .bind(i64::from(failed.previous_attempts))
+        .execute(&mut *tx)
+        .await
+        .map_err(q("record_failed_attempt"))?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
         insert_event(&mut tx, event).await?;
-        tx.commit().await.map_err(q("set_reason"))
+        tx.commit().await.map_err(q("record_failed_attempt"))?;
+        Ok(true)
     }
 
     // ---------------------------------------------------------------- events
@@ -656,12 +698,14 @@ impl Store {
 
 const SELECT_MACHINE: &str = "SELECT id, identity_key, identity_kind, serial, system_uuid, \
     serial_untrusted, state, version, macs, hostname, role, snapshot, reason, conflict_with, \
-    hardware, created_at_ms, updated_at_ms FROM machines";
+    hardware, order_attempts, order_not_before_ms, keep_disks, created_at_ms, updated_at_ms \
+    FROM machines";
 
 /// Like [`SELECT_MACHINE`] without the hardware report.
 const SELECT_SUMMARY: &str = "SELECT id, identity_key, identity_kind, serial, system_uuid, \
     serial_untrusted, state, version, macs, hostname, role, snapshot, reason, conflict_with, \
-    NULL AS hardware, created_at_ms, updated_at_ms FROM machines";
+    NULL AS hardware, order_attempts, order_not_before_ms, keep_disks, created_at_ms, \
+    updated_at_ms FROM machines";
 
 fn macs_json(macs: &[Mac]) -> String {
     serde_json::to_string(macs).unwrap_or_else(|_| "[]".into())
@@ -723,7 +767,19 @@ fn machine_from_row(r: &AnyRow) -> Result<MachineView> {
     let macs: String = r.try_get("macs").map_err(q("decode machine"))?;
     let hardware: Option<String> = r.try_get("hardware").map_err(q("decode machine"))?;
     let id: String = r.try_get("id").map_err(g)?;
+    let attempts: i64 = r.try_get("order_attempts").map_err(q("decode machine"))?;
+    let keep_disks: Option<String> = r.try_get("keep_disks").map_err(q("decode machine"))?;
+    let keep_disks = match keep_disks {
+        None => Vec::new(),
+        Some(k) => serde_json::from_str(&k)
+            .map_err(|e| corrupt(format!("machine {id}: keep_disks: {e}")))?,
+    };
     Ok(MachineView {
+        attempts: u32::try_from(attempts.max(0)).unwrap_or(u32::MAX),
+        next_attempt_at_ms: r
+            .try_get("order_not_before_ms")
+            .map_err(q("decode machine"))?,
+        keep_disks,
         state: MachineState::from_str(&state)
             .map_err(|_| corrupt(format!("machine {id}: unknown state {state:?}")))?,
         identity_kind: match kind.as_str() {

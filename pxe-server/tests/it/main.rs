@@ -10,3 +10,4 @@ mod docs;
 mod injection;
 mod paths;
 mod registration;
+mod retries;

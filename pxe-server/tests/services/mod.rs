@@ -1,11 +1,13 @@
-//! Helpers for `services_netns.rs`: namespaces and processes ([`netns`]), the DHCP client side
-//! ([`dhcp`]), the real appliance binary ([`appliance`]), a tiny HTTP client and a seeded RNG.
+//! Helpers for `services_netns.rs` and `tftp_netns.rs`: namespaces and processes ([`netns`]),
+//! the DHCP client side ([`dhcp`]), the real appliance binary ([`appliance`]), the TFTP
+//! path-traversal corpus ([`traversal`]), a tiny HTTP client and a seeded RNG.
 
 #![allow(dead_code, unreachable_pub)]
 
 pub mod appliance;
 pub mod dhcp;
 pub mod netns;
+pub mod traversal;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
