@@ -200,6 +200,10 @@ pub struct RecycleRequest {
     /// machine's last hardware report).
     #[serde(default)]
     pub keep_disks: Vec<String>,
+    /// Required (true) to recycle a machine that is `in-use`: its disks hold a running
+    /// system. Ignored otherwise.
+    #[serde(default)]
+    pub confirm: bool,
     /// Optional reason, recorded in the history.
     #[serde(default)]
     pub reason: Option<String>,

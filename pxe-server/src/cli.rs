@@ -182,6 +182,9 @@ pub enum MachineCommand {
         /// Do not wipe the disk with this serial or WWN (repeatable).
         #[arg(long = "keep-disk", value_name = "SERIAL")]
         keep_disks: Vec<String>,
+        /// Required for a machine in use: its disks hold a running system.
+        #[arg(long)]
+        confirm: bool,
         #[command(flatten)]
         api: ApiArgs,
     },

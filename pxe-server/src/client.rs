@@ -270,13 +270,14 @@ pub fn run(cmd: MachineCommand) -> Result<()> {
         MachineCommand::Recycle {
             id,
             keep_disks,
+            confirm,
             api,
         } => {
             let c = Client::new(&api)?;
             let m: MachineView = serde_json::from_str(&c.call(
                 "POST",
                 &format!("/api/v1/machines/{}/recycle", enc(&id)),
-                Some(serde_json::json!({ "keep_disks": keep_disks })),
+                Some(serde_json::json!({ "keep_disks": keep_disks, "confirm": confirm })),
             )?)?;
             if m.keep_disks.is_empty() {
                 println!("{} is {}", m.id, m.state);

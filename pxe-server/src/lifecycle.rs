@@ -138,6 +138,12 @@ pub fn transition(from: MachineState, action: Action) -> Result<MachineState, Re
     }
 }
 
+/// True when an operator must confirm `action` from `from` explicitly: recycling a machine
+/// that is in use wipes a running system's disks.
+pub fn needs_confirmation(from: MachineState, action: Action) -> bool {
+    from == MachineState::InUse && action == Action::Recycle
+}
+
 /// True for the states in which the machine netboots the agent and the agent may call the API.
 pub fn expects_agent(state: MachineState) -> bool {
     matches!(
@@ -243,6 +249,27 @@ mod tests {
     use super::*;
     use Action as A;
     use MachineState as S;
+
+    #[test]
+    fn only_recycling_a_machine_in_use_needs_confirmation() {
+        for s in MachineState::ALL {
+            for a in [
+                A::Install,
+                A::InstallComplete,
+                A::Recycle,
+                A::RecycleComplete,
+                A::MarkBroken,
+                A::MarkInUse,
+                A::Retire,
+            ] {
+                assert_eq!(
+                    needs_confirmation(s, a),
+                    s == S::InUse && a == A::Recycle,
+                    "{s} {a:?}"
+                );
+            }
+        }
+    }
 
     /// Every (state, action) pair, with its expected outcome: the table is the specification.
     #[test]

@@ -141,6 +141,18 @@ pub enum InstallError {
     /// Writing failed.
     #[error("writing the image failed")]
     Write(#[source] WriteError),
+    /// `data.zst` on the appliance is not as long as the signed manifest says (truncated,
+    /// padded, or a manifest claiming chunks the file does not hold): refused before the disk
+    /// is touched.
+    #[error("GET {url}: {actual} bytes, the signed manifest says {expected}")]
+    DataLengthMismatch {
+        /// The data URL.
+        url: String,
+        /// What the manifest says.
+        expected: u64,
+        /// What the appliance serves.
+        actual: u64,
+    },
     /// Re-asked right before the first write, the appliance no longer stands by the order:
     /// nothing was written.
     #[error("order withdrawn before the first write: {why}")]
@@ -163,6 +175,7 @@ impl InstallError {
             Self::HttpStatus { .. } => "http_status",
             Self::TooLarge { .. } => "response_too_large",
             Self::RangeRefused { .. } => "range_not_honoured",
+            Self::DataLengthMismatch { .. } => "data_length_mismatch",
             Self::Signature(e) => e.code(),
             Self::Manifest(e) => e.code(),
             Self::Select(e) => e.code(),
@@ -406,6 +419,30 @@ impl HttpSnapshot {
         })
     }
 
+    /// The length the appliance announces for `url` (`HEAD`), if it announces one.
+    pub fn content_length(&self, url: &str) -> Result<Option<u64>, InstallError> {
+        let mut req = self.agent.head(url);
+        if let Some(auth) = &self.auth {
+            req = req.header("Authorization", auth);
+        }
+        let resp = req.call().map_err(|e| InstallError::Fetch {
+            url: url.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(InstallError::HttpStatus {
+                url: url.to_owned(),
+                status,
+            });
+        }
+        Ok(resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()))
+    }
+
     /// GETs `url` whole; more than `cap` bytes is an error.
     pub fn fetch_capped(&self, url: &str, cap: usize) -> Result<Vec<u8>, InstallError> {
         let resp = self.get(url, None)?;
@@ -458,6 +495,12 @@ impl HttpSnapshot {
         }
         Ok(resp.into_body().into_with_config().limit(u64::MAX).reader())
     }
+}
+
+/// Pause before data attempt `attempt` (2, 3, …): 1 s doubling to 8 s, so the
+/// [`DATA_ATTEMPTS`] attempts ride out about 15 s of outage.
+pub fn resume_delay(attempt: u32) -> Duration {
+    Duration::from_secs(1u64 << attempt.saturating_sub(2).min(3))
 }
 
 /// What a successful install did, for the result report.
@@ -529,6 +572,19 @@ pub fn install_confirmed(
         )),
     ));
 
+    // A truncated or padded data file, or a manifest claiming chunks the file does not hold,
+    // is refused here, before any disk is chosen or touched (a server that announces no
+    // length leaves it to the streaming checks).
+    if let Some(actual) = http.content_length(&data_url)?
+        && actual != manifest.data_len()
+    {
+        return Err(InstallError::DataLengthMismatch {
+            url: data_url,
+            expected: manifest.data_len(),
+            actual,
+        });
+    }
+
     confirm().map_err(|why| InstallError::OrderWithdrawn { why })?;
     let (writer, target_name) = match target {
         Target::Disk {
@@ -589,6 +645,12 @@ pub fn install_confirmed(
         DATA_ATTEMPTS,
         |at| {
             if at.attempt > 1 {
+                // A restarting appliance or a flapping link: wait a little before resuming,
+                // so that a short outage ends in a resume rather than a failed install. (After
+                // a refusal by status or range there is nothing to wait for.)
+                if open_error.is_none() {
+                    std::thread::sleep(resume_delay(at.attempt));
+                }
                 crate::warn!(
                     "install: resuming {DATA_FILE} at chunk {} (offset {}), attempt {}",
                     at.chunk,
@@ -917,6 +979,14 @@ mod tests {
             assert_eq!(r.outcome, Outcome::Failure);
             assert_eq!(r.code.as_deref(), Some(code));
         }
+    }
+
+    #[test]
+    fn resume_delays_double_to_a_cap() {
+        let d: Vec<u64> = (2..=7).map(|a| resume_delay(a).as_secs()).collect();
+        assert_eq!(d, [1, 2, 4, 8, 8, 8]);
+        let total: u64 = (2..=DATA_ATTEMPTS).map(|a| resume_delay(a).as_secs()).sum();
+        assert_eq!(total, 15);
     }
 
     #[test]

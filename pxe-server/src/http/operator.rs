@@ -68,6 +68,8 @@ struct OrderArgs {
     reason: Option<String>,
     snapshot: Option<String>,
     keep_disks: Vec<String>,
+    /// The operator confirmed an order that needs it ([`lifecycle::needs_confirmation`]).
+    confirmed: bool,
 }
 
 /// Applies `action` with optimistic concurrency: re-reads and re-checks on a lost race, unless
@@ -84,6 +86,7 @@ async fn transition(
         reason,
         snapshot,
         keep_disks,
+        confirmed,
     } = args;
     for _ in 0..16 {
         let m = find(st, reference).await?;
@@ -93,6 +96,16 @@ async fn transition(
             return Err(ApiFailure::conflict(
                 "version_conflict",
                 format!("machine is at version {}, not {v}", m.version),
+            ));
+        }
+        if lifecycle::needs_confirmation(m.state, action) && !confirmed {
+            return Err(ApiFailure::conflict(
+                "confirmation_required",
+                format!(
+                    "machine {} is in use: {} wipes its disks; repeat with \"confirm\": true",
+                    m.id,
+                    action.as_str()
+                ),
             ));
         }
         let to = lifecycle::transition(m.state, action).map_err(|r| {
@@ -338,7 +351,8 @@ fn check_keep_disks(m: &MachineView, keep: Vec<String>) -> Result<Vec<String>, A
     Ok(out)
 }
 
-/// `POST /api/v1/machines/{id}/recycle` `{ "keep_disks": [SERIAL|WWN, ..] }` (all optional).
+/// `POST /api/v1/machines/{id}/recycle` `{ "keep_disks": [SERIAL|WWN, ..], "confirm": true }`
+/// (all optional; `confirm` is required for a machine in use).
 pub(super) async fn recycle(
     State(st): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -363,6 +377,7 @@ pub(super) async fn recycle(
                 if_version: req.if_version,
                 reason,
                 keep_disks,
+                confirmed: req.confirm,
                 ..OrderArgs::default()
             },
         )

@@ -398,3 +398,43 @@ fn cli_recycle_keeps_disks_and_show_prints_the_retry_state() {
         "{out}"
     );
 }
+
+#[test]
+fn recycling_a_machine_in_use_needs_confirmation() {
+    let s = Server::start();
+    let (id, _) = register(&s, "CONFIRM-1", "52:54:00:c1:00:09");
+    assert_eq!(
+        s.op_post(&format!("/api/v1/machines/{id}/in-use"), "{}").0,
+        200
+    );
+    let version = machine(&s, &id)["version"].clone();
+    for body in ["{}", r#"{"confirm":false}"#, r#"{"keep_disks":["DISK-B"]}"#] {
+        let (st, resp) = s.op_post(&format!("/api/v1/machines/{id}/recycle"), body);
+        assert_eq!(
+            (st, code(&resp).as_str()),
+            (409, "confirmation_required"),
+            "{body}: {resp}"
+        );
+    }
+    // Refused orders change nothing.
+    let m = machine(&s, &id);
+    assert_eq!(
+        (m["state"].as_str(), &m["version"]),
+        (Some("in-use"), &version)
+    );
+    let (st, resp) = s.op_post(
+        &format!("/api/v1/machines/{id}/recycle"),
+        r#"{"confirm":true,"keep_disks":["DISK-B"]}"#,
+    );
+    assert_eq!(st, 200, "{resp}");
+    let m = json_of(&resp);
+    assert_eq!(m["state"], "recycling");
+    assert_eq!(m["keep_disks"], json!(["DISK-B"]));
+    // Machines not in use need no confirmation.
+    let (id2, _) = register(&s, "CONFIRM-2", "52:54:00:c1:00:0a");
+    assert_eq!(
+        s.op_post(&format!("/api/v1/machines/{id2}/recycle"), "{}")
+            .0,
+        200
+    );
+}

@@ -34,6 +34,8 @@ struct Faults {
     flip_data_byte: Option<usize>,
     /// Serve no `manifest.sig`.
     no_signature: bool,
+    /// Serve `data.zst` without its last this many bytes.
+    truncate_data: Option<usize>,
 }
 
 /// A request as the server saw it: path and `Range` header.
@@ -59,7 +61,15 @@ fn read_head(stream: &TcpStream) -> Option<(String, Option<String>)> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
-    let path = line.split(' ').nth(1)?.to_owned();
+    let mut words = line.split(' ');
+    let method = words.next()?;
+    let path = words.next()?.to_owned();
+    // HEAD requests are recorded as "HEAD <path>", GETs as the bare path.
+    let path = if method == "HEAD" {
+        format!("HEAD {path}")
+    } else {
+        path
+    };
     let mut range = None;
     for _ in 0..100 {
         let mut h = String::new();
@@ -86,7 +96,11 @@ fn serve_one(
     let (path, range) = read_head(&stream)?;
     // Recorded before answering: the client may be done before the body is fully sent.
     seen.lock().unwrap().push((path.clone(), range.clone()));
-    let name = path.strip_prefix("/assets/snapshots/test/").unwrap_or("");
+    let head_only = path.starts_with("HEAD ");
+    let name = path
+        .trim_start_matches("HEAD ")
+        .strip_prefix("/assets/snapshots/test/")
+        .unwrap_or("");
     let file = match name {
         "manifest.sig" if faults.no_signature => None,
         "manifest.bin" | "manifest.sig" | "data.zst" => std::fs::read(dir.join(name)).ok(),
@@ -104,6 +118,11 @@ fn serve_one(
         && let Some(i) = faults.flip_data_byte
     {
         body[i] ^= 0x40;
+    }
+    if name == "data.zst"
+        && let Some(n) = faults.truncate_data
+    {
+        body.truncate(body.len().saturating_sub(n));
     }
     let total = body.len();
     let start = range
@@ -128,6 +147,9 @@ fn serve_one(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).ok()?;
+    if head_only {
+        return Some(());
+    }
     let mut send = part;
     if name == "data.zst" {
         *data_requests += 1;
@@ -293,13 +315,14 @@ fn installs_and_resumes_a_cut_download_with_a_range_request() {
         vec![
             "/assets/snapshots/test/manifest.sig",
             "/assets/snapshots/test/manifest.bin",
+            "HEAD /assets/snapshots/test/data.zst",
             "/assets/snapshots/test/data.zst",
             "/assets/snapshots/test/data.zst",
         ]
     );
-    assert_eq!(seen[2].1, None);
+    assert_eq!(seen[3].1, None);
     assert_eq!(
-        seen[3].1.as_deref(),
+        seen[4].1.as_deref(),
         Some(format!("bytes={}-", m.resume_offset(2).unwrap()).as_str())
     );
 
@@ -317,6 +340,9 @@ fn installs_and_resumes_a_cut_download_with_a_range_request() {
     );
 }
 
+/// (what, faults, trusted keys, expected code, `data.zst` asked for, disk touched)
+type Case<'a> = (&'a str, Faults, &'a [PublicKey], &'a str, bool, bool);
+
 #[test]
 fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
     let fx = fixture();
@@ -324,7 +350,7 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
     let stranger = [SecretKey::from_seed(&[10; 32]).public()];
     // A cut past chunk 1, so the resume needs a Range request.
     let cut = manifest(&fx).resume_offset(2).unwrap() as usize + 100;
-    let cases: Vec<(&str, Faults, &[PublicKey], &str, bool)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         (
             "tampered manifest",
             Faults {
@@ -333,6 +359,7 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
             },
             &trusted,
             "bad_signature",
+            false,
             false,
         ),
         (
@@ -344,6 +371,7 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
             &trusted,
             "unsigned",
             false,
+            false,
         ),
         (
             "untrusted key",
@@ -351,12 +379,14 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
             &stranger,
             "bad_signature",
             false,
+            false,
         ),
         (
             "no keys at all",
             Faults::default(),
             &[],
             "no_trusted_keys",
+            false,
             false,
         ),
         (
@@ -369,6 +399,7 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
             &trusted,
             "range_not_honoured",
             true,
+            true,
         ),
         (
             "flipped data byte",
@@ -379,16 +410,28 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
             &trusted,
             "chunk_digest_mismatch",
             true,
+            true,
+        ),
+        (
+            "truncated data (or a manifest claiming more than the file holds)",
+            Faults {
+                truncate_data: Some(100),
+                ..Faults::default()
+            },
+            &trusted,
+            "data_length_mismatch",
+            true,
+            false,
         ),
     ];
-    for (what, faults, keys, code, fetched_data) in cases {
+    for (what, faults, keys, code, fetched_data, touched) in cases {
         std::fs::write(&fx.target, vec![0xEEu8; 8 * MIB]).unwrap();
         let (result, seen, _) = run(&fx, faults, keys);
         let err = result.err().unwrap_or_else(|| panic!("{what}: installed"));
         assert_eq!(err.code(), code, "{what}: {}", err.describe());
         let data = seen.iter().any(|(p, _)| p.ends_with("data.zst"));
         assert_eq!(data, fetched_data, "{what}: data fetched? {seen:?}");
-        if fetched_data {
+        if touched {
             assert!(head_is_zero(&fx.target), "{what}: boot sector left");
         } else {
             // Nothing was opened for writing.
