@@ -16,7 +16,9 @@
 //! The caller checks the manifest's signature (`format::verify_signature_any`) and parses it
 //! (`Manifest::parse`) before any of this; the writer takes a parsed [`Manifest`].
 //!
-//! Wiping (recycling a machine) is [`wipe`]: plan per disk, clear, verify, record.
+//! Wiping (recycling a machine) is [`wipe`]: plan per disk (device purge where the disk
+//! offers it, zero-out otherwise), clear, verify, record. [`nvme`] and [`ata`] are the pure
+//! parsers of the identify data the purge plan is made from; `purge` sends the commands.
 //!
 //! Every error type has a `code()` with a stable reason code (`no_disk_fits`, `ambiguous`,
 //! `disk_mounted`, `device_too_small`, `chunk_digest_mismatch`, `data_truncated`, ...).
@@ -26,8 +28,11 @@
 //!
 //! [`Manifest`]: snapshot_tool::format::Manifest
 
+pub mod ata;
 mod io;
+pub mod nvme;
 pub mod preflight;
+mod purge;
 pub mod select;
 mod sys;
 pub mod wipe;
@@ -36,7 +41,8 @@ pub mod write;
 pub use preflight::{CheckedTarget, ExistingPartitions, PreflightError, SystemPaths};
 pub use select::{DiskRule, SelectError, TargetDisk, select};
 pub use wipe::{
-    DiskFacts, DiskPlan, Method, NistLevel, VerifyOptions, WipeOutcome, WipePlan, WipeRecord,
+    AtaFacts, DiskFacts, DiskPlan, Method, NistLevel, NvmeFacts, PurgeFacts, VerifyOptions,
+    WipeOutcome, WipePlan, WipeRecord,
 };
 pub use write::{
     ImageWriter, PartitionReread, Phase, Progress, ResumePoint, WriteError, WriteOptions,

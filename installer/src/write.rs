@@ -2,12 +2,15 @@
 //! checked out.
 //!
 //! ```text
-//!  data.zst bytes (any Read, one per attempt)
-//!      │  ChunkStream: frame length + SHA-256, zstd, raw length + SHA-256
+//!  data.zst bytes (any Read, one per attempt; read on the caller's thread)
+//!      │  decoder threads (one per core, at most 4), chunks in parallel:
+//!      │  frame length + SHA-256, zstd, raw length + SHA-256
 //!      ▼
-//!  verified chunk ──► chunk 0: first MiB copied to the held-back buffer, rest written
-//!      │              zero chunk + ZeroPolicy::SkipKnownZeroed: not written
-//!      │              otherwise: copied to an aligned buffer, pwrite (O_DIRECT if allowed)
+//!  sequencer thread, strictly in chunk order: chunk 0's first MiB → held-back buffer,
+//!      │  every chunk → ImageVerifier (whole-image SHA-256)
+//!      ▼
+//!  writer thread, in chunk order: zero chunk + ZeroPolicy::SkipKnownZeroed: not written,
+//!      │  otherwise pwrite from an aligned buffer (O_DIRECT if allowed)
 //!      ▼
 //!  ImageVerifier (kept across resumes) ── finish(): whole-image SHA-256
 //!      ▼
@@ -39,7 +42,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use snapshot_tool::format::{
-    ChunkError, ChunkKind, ChunkStream, ImageVerifier, Manifest, Sha256Digest,
+    ChunkError, ChunkKind, ChunkStream, ChunkVerifier, ImageVerifier, Manifest, Sha256Digest,
 };
 
 use crate::io::DIRECT_ALIGN;
@@ -423,18 +426,7 @@ impl<'m> ImageWriter<'m> {
     }
 
     fn progress(&self, phase: Phase) -> Progress {
-        let image_bytes_done = self
-            .manifest
-            .chunk(self.next)
-            .map_or(self.manifest.image_size(), |c| c.image_offset);
-        Progress {
-            phase,
-            chunks_done: self.next,
-            chunk_count: self.manifest.chunks().len() as u64,
-            image_bytes_done,
-            image_size: self.manifest.image_size(),
-            data_offset: self.data_offset(),
-        }
+        progress_at(self.manifest, self.next, phase)
     }
 
     /// Records a final failure and returns it.
@@ -449,9 +441,13 @@ impl<'m> ImageWriter<'m> {
     /// [`resume_point`](Self::resume_point)`().data_offset`, until the end of the data. On a
     /// resumable error, call again with a fresh reader; on any other error the writer is
     /// spent.
+    ///
+    /// Chunks are verified and decompressed on several threads, hashed into the whole-image
+    /// digest on another and written on another, always in chunk order (see `pipeline`);
+    /// `reader` and `progress` stay on the calling thread.
     pub fn feed<R: Read>(
         &mut self,
-        reader: R,
+        mut reader: R,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<(), WriteError> {
         if let Some(code) = self.failed {
@@ -459,50 +455,64 @@ impl<'m> ImageWriter<'m> {
         }
         self.attempts = self.attempts.saturating_add(1);
         let manifest = self.manifest;
-        let mut stream = ChunkStream::starting_at(manifest, reader, self.next)
-            .map_err(|e| self.fail(WriteError::Data(e)))?;
-        while let Some(item) = stream.next_chunk() {
-            let chunk = item.map_err(|e| self.fail(WriteError::Data(e)))?;
-            if let Err(e) = self.write_chunk(chunk.index, chunk.image_offset, chunk.zero, chunk.raw)
-            {
-                return Err(self.fail(e));
-            }
-            progress(&self.progress(Phase::Writing));
-        }
-        stream
-            .expect_end()
-            .map_err(|e| self.fail(WriteError::Data(e)))
+        let count = manifest.chunks().len() as u64;
+        let result = self.pump(&mut reader, progress).and_then(|()| {
+            // After the last chunk the stream must end.
+            ChunkStream::starting_at(manifest, &mut reader, count)
+                .and_then(ChunkStream::expect_end)
+                .map_err(WriteError::Data)
+        });
+        result.map_err(|e| self.fail(e))
     }
 
-    fn write_chunk(
+    /// Runs the pipeline from chunk `self.next` to the last chunk or the first error.
+    fn pump(
         &mut self,
-        index: u64,
-        image_offset: u64,
-        zero: bool,
-        raw: &[u8],
+        reader: &mut dyn Read,
+        progress: &mut dyn FnMut(&Progress),
     ) -> Result<(), WriteError> {
-        let (held, rest, offset) = if index == 0 {
-            let (held, rest) = raw.split_at(self.head.capacity().min(raw.len()));
-            (Some(held), rest, image_offset + held.len() as u64)
-        } else {
-            (None, raw, image_offset)
+        let manifest = self.manifest;
+        let count = manifest.chunks().len() as u64;
+        if self.next >= count {
+            return Ok(());
+        }
+        let chunk_size = manifest.geometry().chunk_size() as usize;
+        let workers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .clamp(1, pipeline::MAX_DECODERS);
+        let mut decoders = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            decoders.push(ChunkVerifier::new().map_err(WriteError::Data)?);
+        }
+        let ImageWriter {
+            target,
+            options,
+            verifier,
+            next,
+            head,
+            bytes_written,
+            zero_chunks_skipped,
+            ..
+        } = self;
+        let Some(verifier) = verifier.as_mut() else {
+            return Err(WriteError::AlreadyFailed { code: "internal" });
         };
-        if let Some(held) = held {
-            self.head.copy_from(held);
-        }
-        if zero && self.options.zero_policy == ZeroPolicy::SkipKnownZeroed {
-            self.zero_chunks_skipped += 1;
-        } else if !rest.is_empty() {
-            let staged = self.staging.copy_from(rest);
-            write_all_at(self.target.as_mut(), staged, offset)
-                .map_err(|e| target_error("write", &*self.target, offset, e))?;
-            self.bytes_written += rest.len() as u64;
-        }
-        if let Some(verifier) = self.verifier.as_mut() {
-            verifier.update(index, raw).map_err(WriteError::Data)?;
-        }
-        self.next = index + 1;
-        Ok(())
+        pipeline::run(
+            pipeline::Stages {
+                manifest,
+                decoders,
+                verifier,
+                head,
+                target: target.as_mut(),
+                zero_policy: options.zero_policy,
+                bytes_written,
+                zero_chunks_skipped,
+                next,
+                chunk_size,
+            },
+            reader,
+            progress,
+        )
     }
 
     /// Completes the install once every chunk is written: whole-image digest, sync, read-back
@@ -597,6 +607,408 @@ impl<'m> ImageWriter<'m> {
                 offset: entry.image_offset,
             })
         }
+    }
+}
+
+/// Progress when `next` chunks are done.
+fn progress_at(manifest: &Manifest, next: u64, phase: Phase) -> Progress {
+    let image_bytes_done = manifest
+        .chunk(next)
+        .map_or(manifest.image_size(), |c| c.image_offset);
+    Progress {
+        phase,
+        chunks_done: next,
+        chunk_count: manifest.chunks().len() as u64,
+        image_bytes_done,
+        image_size: manifest.image_size(),
+        data_offset: manifest.resume_offset(next).unwrap_or(manifest.data_len()),
+    }
+}
+
+/// The streaming pipeline behind [`ImageWriter::feed`]:
+///
+/// ```text
+///  caller thread         decoders (1 per core, ≤ 4)   sequencer              writer
+///  read frame i ──job──► frame SHA-256, zstd,   ──►   reorder by index, ──►  pwrite (O_DIRECT)
+///  (reader, progress)    raw SHA-256, copy to         first MiB → head,      in chunk order
+///      ▲                 an aligned buffer            image SHA-256          │
+///      └──────────────────────────── done(i): progress, next = i + 1 ◄───────┘
+/// ```
+///
+/// Order and failure semantics are those of a sequential loop: chunks are hashed and
+/// written strictly in index order; the first failing chunk in index order decides the error
+/// (a verification failure stops everything after it, the chunks before it are still
+/// written); a read failure at chunk `k` lets every chunk before `k` be written so the next
+/// attempt resumes exactly at `k`. Memory is bounded: at most [`IN_FLIGHT_BYTES`] worth of
+/// chunks (frame plus raw buffer each) are between the reader and the writer, and buffers
+/// are recycled.
+///
+/// [`IN_FLIGHT_BYTES`]: pipeline::IN_FLIGHT_BYTES
+mod pipeline {
+    use std::collections::BTreeMap;
+    use std::io::Read;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    use snapshot_tool::format::{ChunkEntry, ChunkError, ChunkVerifier, ImageVerifier, Manifest};
+
+    use super::{Phase, Progress, WriteError, ZeroPolicy, progress_at, target_error};
+    use crate::io::DIRECT_ALIGN;
+    use crate::io::aligned::AlignedBuf;
+    use crate::io::target::{WriteTarget, write_all_at};
+
+    /// Most decoder threads (beyond that the single-threaded image hash is the bound).
+    pub(super) const MAX_DECODERS: usize = 4;
+    /// Budget for chunks in flight (each holds a frame and a raw buffer of up to a chunk).
+    pub(super) const IN_FLIGHT_BYTES: usize = 96 << 20;
+
+    /// What the pipeline works on: the writer's state, lent for one `feed`.
+    pub(super) struct Stages<'a> {
+        pub(super) manifest: &'a Manifest,
+        pub(super) decoders: Vec<ChunkVerifier>,
+        pub(super) verifier: &'a mut ImageVerifier,
+        pub(super) head: &'a mut AlignedBuf,
+        pub(super) target: &'a mut dyn WriteTarget,
+        pub(super) zero_policy: ZeroPolicy,
+        pub(super) bytes_written: &'a mut u64,
+        pub(super) zero_chunks_skipped: &'a mut u64,
+        pub(super) next: &'a mut u64,
+        pub(super) chunk_size: usize,
+    }
+
+    /// A verified chunk's bytes.
+    enum Raw {
+        /// Decompressed and verified, in an aligned buffer of exactly `raw_len` bytes.
+        Data(AlignedBuf),
+        /// An all-zero chunk (not stored): the shared zero buffer stands in for it.
+        Zero,
+    }
+
+    /// A verified chunk on its way to the writer.
+    struct Chunk {
+        index: u64,
+        entry: ChunkEntry,
+        raw: Raw,
+    }
+
+    impl Chunk {
+        fn bytes<'b>(&'b self, zeros: &'b AlignedBuf) -> &'b [u8] {
+            match &self.raw {
+                Raw::Data(buf) => buf.as_slice(),
+                Raw::Zero => zeros
+                    .as_slice()
+                    .get(..self.entry.raw_len as usize)
+                    .unwrap_or_default(),
+            }
+        }
+    }
+
+    /// A decoder's answer for one chunk.
+    type Decoded = (u64, Result<Chunk, ChunkError>);
+
+    /// Buffers shared between stages.
+    struct Shared {
+        /// Raw buffers returned by the writer.
+        pool: Mutex<Vec<AlignedBuf>>,
+        /// Zeros, one chunk long, for zero chunks.
+        zeros: AlignedBuf,
+        /// Set by a stage that failed: everyone stops taking new work.
+        stop: AtomicBool,
+        chunk_size: usize,
+    }
+
+    impl Shared {
+        fn stopped(&self) -> bool {
+            self.stop.load(Ordering::Acquire)
+        }
+
+        fn halt(&self) {
+            self.stop.store(true, Ordering::Release);
+        }
+
+        fn buffer(&self) -> AlignedBuf {
+            self.pool
+                .lock()
+                .ok()
+                .and_then(|mut p| p.pop())
+                .unwrap_or_else(|| AlignedBuf::zeroed(self.chunk_size, DIRECT_ALIGN))
+        }
+
+        fn recycle(&self, buf: AlignedBuf) {
+            if let Ok(mut p) = self.pool.lock() {
+                p.push(buf);
+            }
+        }
+    }
+
+    /// Runs the pipeline (see the module docs) until every chunk from `*next` on is written
+    /// or the first error.
+    pub(super) fn run(
+        st: Stages<'_>,
+        reader: &mut dyn Read,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<(), WriteError> {
+        let Stages {
+            manifest,
+            decoders,
+            verifier,
+            head,
+            target,
+            zero_policy,
+            bytes_written,
+            zero_chunks_skipped,
+            next,
+            chunk_size,
+        } = st;
+        let count = manifest.chunks().len() as u64;
+        let start = *next;
+        let in_flight_max =
+            (IN_FLIGHT_BYTES / (2 * chunk_size.max(1))).clamp(2, 2 * decoders.len() + 2);
+        let shared = Shared {
+            pool: Mutex::new(Vec::new()),
+            zeros: AlignedBuf::zeroed(chunk_size, DIRECT_ALIGN),
+            stop: AtomicBool::new(false),
+            chunk_size,
+        };
+        let shared = &shared;
+        let (job_tx, job_rx) = channel::<(u64, Vec<u8>)>();
+        let job_rx = Mutex::new(job_rx);
+        let job_rx = &job_rx;
+        let (frame_tx, frame_rx) = channel::<Vec<u8>>();
+        let (decoded_tx, decoded_rx) = channel::<Decoded>();
+        let (write_tx, write_rx) = channel::<Chunk>();
+        let (done_tx, done_rx) = channel::<u64>();
+
+        let describe = target.describe();
+        let spawn_failed = |source: std::io::Error| WriteError::Io {
+            op: "start a writer thread",
+            target: describe.clone(),
+            offset: 0,
+            source,
+        };
+        let thread = |name: &str| std::thread::Builder::new().name(name.to_owned());
+
+        // Threads that fail to start end the feed with an error; the ones already running
+        // see their channels close and stop.
+        std::thread::scope(|s| {
+            let mut decoding = 0;
+            for decoder in decoders {
+                let decoded_tx = decoded_tx.clone();
+                let frame_tx = frame_tx.clone();
+                let work = move || decode(manifest, decoder, job_rx, decoded_tx, frame_tx, shared);
+                match thread("rh-decode").spawn_scoped(s, work) {
+                    Ok(_) => decoding += 1,
+                    // Fewer decoders only make it slower.
+                    Err(_) if decoding > 0 => break,
+                    Err(e) => return Err(spawn_failed(e)),
+                }
+            }
+            drop(decoded_tx);
+            drop(frame_tx);
+            let sequencer = thread("rh-sequence")
+                .spawn_scoped(s, move || {
+                    sequence(start, decoded_rx, write_tx, verifier, head, shared)
+                })
+                .map_err(spawn_failed)?;
+            let writer = thread("rh-write")
+                .spawn_scoped(s, move || {
+                    write(
+                        target,
+                        write_rx,
+                        done_tx,
+                        zero_policy,
+                        head_len(manifest),
+                        (bytes_written, zero_chunks_skipped),
+                        shared,
+                    )
+                })
+                .map_err(spawn_failed)?;
+
+            // The calling thread: read frames in order, keep at most `in_flight_max` chunks
+            // between here and the writer, report progress as chunks land.
+            let mut in_flight = 0usize;
+            let mut read_result = Ok(());
+            let mut landed = |index: u64, next: &mut u64| {
+                *next = index + 1;
+                progress(&progress_at(manifest, *next, Phase::Writing));
+            };
+            'read: for index in start..count {
+                while in_flight >= in_flight_max {
+                    match done_rx.recv() {
+                        Ok(i) => {
+                            in_flight -= 1;
+                            landed(i, next);
+                        }
+                        Err(_) => break 'read,
+                    }
+                }
+                if shared.stopped() {
+                    break;
+                }
+                let Some(entry) = manifest.chunk(index) else {
+                    break;
+                };
+                let len = entry.compressed_len() as usize;
+                let mut frame = frame_rx.try_recv().unwrap_or_default();
+                frame.resize(len, 0);
+                if let Err(e) = reader.read_exact(&mut frame) {
+                    read_result = Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        ChunkError::DataTruncated {
+                            index,
+                            data_offset: entry.data_offset,
+                        }
+                    } else {
+                        ChunkError::Read {
+                            index,
+                            data_offset: entry.data_offset,
+                            source: e,
+                        }
+                    });
+                    break;
+                }
+                if job_tx.send((index, frame)).is_err() {
+                    break;
+                }
+                in_flight += 1;
+            }
+            drop(job_tx);
+            for i in done_rx.iter() {
+                landed(i, next);
+            }
+            let joined = |r: std::thread::Result<Result<(), WriteError>>| {
+                r.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            };
+            // The first failure in chunk order: the writer's chunk precedes anything the
+            // sequencer was still looking at, which precedes the chunk that could not be read.
+            joined(writer.join())?;
+            joined(sequencer.join())?;
+            read_result.map_err(WriteError::Data)
+        })?;
+        if *next == count {
+            Ok(())
+        } else {
+            Err(WriteError::Incomplete { next: *next, count })
+        }
+    }
+
+    /// Bytes of chunk 0 held back (the writer's head buffer length).
+    fn head_len(manifest: &Manifest) -> usize {
+        manifest.image_size().min(super::HEAD_LEN) as usize
+    }
+
+    /// A decoder thread: verify and decompress frames, in whatever order they come.
+    fn decode(
+        manifest: &Manifest,
+        mut decoder: ChunkVerifier,
+        jobs: &Mutex<Receiver<(u64, Vec<u8>)>>,
+        out: Sender<Decoded>,
+        frames: Sender<Vec<u8>>,
+        shared: &Shared,
+    ) {
+        loop {
+            let job = match jobs.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return,
+            };
+            let Ok((index, frame)) = job else { return };
+            if shared.stopped() {
+                continue;
+            }
+            let Some(entry) = manifest.chunk(index).copied() else {
+                return;
+            };
+            let result = if entry.is_zero() && frame.is_empty() {
+                Ok(Raw::Zero)
+            } else {
+                decoder.verify(index, &entry, &frame).map(|raw| {
+                    let mut buf = shared.buffer();
+                    buf.copy_from(raw);
+                    Raw::Data(buf)
+                })
+            };
+            let _ = frames.send(frame);
+            let msg = (index, result.map(|raw| Chunk { index, entry, raw }));
+            if out.send(msg).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The sequencer thread: put chunks back in order, keep the first MiB, feed the image
+    /// digest, pass chunks to the writer.
+    fn sequence(
+        start: u64,
+        decoded: Receiver<Decoded>,
+        to_writer: Sender<Chunk>,
+        verifier: &mut ImageVerifier,
+        head: &mut AlignedBuf,
+        shared: &Shared,
+    ) -> Result<(), WriteError> {
+        let mut pending = BTreeMap::new();
+        let mut want = start;
+        for (index, result) in decoded.iter() {
+            pending.insert(index, result);
+            while let Some(result) = pending.remove(&want) {
+                let chunk = result.map_err(|e| {
+                    shared.halt();
+                    WriteError::Data(e)
+                })?;
+                let raw = chunk.bytes(&shared.zeros);
+                if want == 0 {
+                    head.copy_from(raw.get(..head.capacity()).unwrap_or(raw));
+                }
+                verifier.update(want, raw).map_err(|e| {
+                    shared.halt();
+                    WriteError::Data(e)
+                })?;
+                if to_writer.send(chunk).is_err() {
+                    // The writer stopped with its own error.
+                    return Ok(());
+                }
+                want += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The writer thread: write chunks in order (chunk 0 without its first MiB), skip zero
+    /// chunks when allowed, recycle buffers, report each chunk done.
+    fn write(
+        target: &mut dyn WriteTarget,
+        chunks: Receiver<Chunk>,
+        done: Sender<u64>,
+        zero_policy: ZeroPolicy,
+        head_len: usize,
+        (bytes_written, zero_chunks_skipped): (&mut u64, &mut u64),
+        shared: &Shared,
+    ) -> Result<(), WriteError> {
+        for chunk in chunks.iter() {
+            let zero = matches!(chunk.raw, Raw::Zero);
+            if zero && zero_policy == ZeroPolicy::SkipKnownZeroed {
+                *zero_chunks_skipped += 1;
+            } else {
+                let held = if chunk.index == 0 { head_len } else { 0 };
+                let raw = chunk.bytes(&shared.zeros);
+                let rest = raw.get(held..).unwrap_or_default();
+                let offset = chunk.entry.image_offset + held as u64;
+                if !rest.is_empty() {
+                    if let Err(e) = write_all_at(target, rest, offset) {
+                        shared.halt();
+                        return Err(target_error("write", target, offset, e));
+                    }
+                    *bytes_written += rest.len() as u64;
+                }
+            }
+            let index = chunk.index;
+            if let Raw::Data(buf) = chunk.raw {
+                shared.recycle(buf);
+            }
+            if done.send(index).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -949,6 +1361,95 @@ mod tests {
         assert!(head_is_zero(&mem));
         // Every other chunk was written: only the head is withheld.
         assert_eq!(&mem.bytes()[MIB..img.len()], &img[MIB..]);
+    }
+
+    /// 40 one-MiB chunks: distinct pseudo-random data, every seventh chunk all zero.
+    fn many_chunks() -> Vec<u8> {
+        let mut img: Vec<u8> = (0..(40 * MIB) as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8 ^ (i >> 20) as u8)
+            .collect();
+        for c in (3..40).step_by(7) {
+            img[c * MIB..(c + 1) * MIB].fill(0);
+        }
+        img
+    }
+
+    #[test]
+    fn the_parallel_pipeline_keeps_chunk_order_semantics() {
+        let img = many_chunks();
+        let (m, data) = snapshot(&img);
+        assert_eq!(m.chunks().len(), 40);
+
+        // Clean: exact image, progress once per chunk, in order.
+        let mem = MemTarget::new(48 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let mut done = Vec::new();
+        w.feed(&data[..], &mut |p: &Progress| done.push(p.chunks_done))
+            .unwrap();
+        assert_eq!(done, (1..=40).collect::<Vec<u64>>());
+        w.finish(&mut no_progress()).unwrap();
+        assert_eq!(&mem.bytes()[..img.len()], &img[..]);
+
+        // A flipped byte in chunk 16's frame: every chunk before it is written, none after,
+        // and the error names chunk 16 even though later chunks were decoded meanwhile.
+        let mut bad = data.clone();
+        let e16 = *m.chunk(16).unwrap();
+        assert!(!e16.is_zero());
+        bad[(e16.data_offset + 100) as usize] ^= 1;
+        let mem = MemTarget::new(48 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let err = w.feed(&bad[..], &mut no_progress()).unwrap_err();
+        match &err {
+            WriteError::Data(ChunkError::ChunkDigestMismatch { index, .. }) => {
+                assert_eq!(*index, 16);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!err.is_resumable());
+        assert_eq!(w.resume_point().chunk, 16);
+        let bytes = mem.bytes();
+        assert!(head_is_zero(&mem));
+        assert_eq!(&bytes[MIB..16 * MIB], &img[MIB..16 * MIB]);
+        assert!(bytes[16 * MIB..40 * MIB].iter().all(|&b| b == 0xEE));
+        assert_eq!(
+            w.feed(&data[..], &mut no_progress()).unwrap_err().code(),
+            "writer_failed"
+        );
+
+        // Cut in the middle of chunk 29's frame: exactly chunks 0..29 are done, and a
+        // second attempt from the resume offset completes the exact image.
+        let cut = m.resume_offset(29).unwrap() as usize + 10;
+        let mem = MemTarget::new(48 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let err = w.feed(&data[..cut], &mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "data_truncated");
+        let at = w.resume_point();
+        assert_eq!((at.chunk, at.attempt), (29, 2));
+        assert_eq!(&mem.bytes()[MIB..29 * MIB], &img[MIB..29 * MIB]);
+        w.feed(&data[at.data_offset as usize..], &mut no_progress())
+            .unwrap();
+        let report = w.finish(&mut no_progress()).unwrap();
+        assert_eq!(report.image_sha256, Sha256Digest::of(&img));
+        assert_eq!(&mem.bytes()[..img.len()], &img[..]);
+    }
+
+    #[test]
+    fn a_write_failure_mid_stream_stops_at_that_chunk() {
+        let img = many_chunks();
+        let (m, data) = snapshot(&img);
+        // Calls: zero head, zero tail, then one write per chunk from chunk 1 (chunk 0 is
+        // exactly the held-back MiB): the write of chunk 12 fails.
+        let mut faults = vec![Fault::Pass; 2 + 11];
+        faults.push(Fault::Eio);
+        let mem = MemTarget::new(48 * MIB);
+        let target = FaultTarget::new(mem.clone(), faults);
+        let mut w = ImageWriter::with_target(Box::new(target), &m, all_chunks()).unwrap();
+        let err = w.feed(&data[..], &mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "io_error");
+        assert_eq!(w.resume_point().chunk, 12);
+        let bytes = mem.bytes();
+        assert_eq!(&bytes[MIB..12 * MIB], &img[MIB..12 * MIB]);
+        assert!(bytes[12 * MIB..40 * MIB].iter().all(|&b| b == 0xEE));
     }
 
     #[test]

@@ -212,11 +212,18 @@ pub fn render(
             )
         }
         BootDecision::LocalDisk => {
+            // BIOS: iPXE boots the first hard disk itself (INT 13h drive 0x80); if that fails,
+            // leaving iPXE returns to the BIOS, which tries its next boot device.
+            // UEFI: iPXE cannot boot a local disk, so it hands back to the firmware's boot
+            // manager, which tries the next boot option (the disk on a machine set up to
+            // netboot first). The non-zero status matters: an EFI boot option that returns
+            // success makes the boot manager (edk2/OVMF, and firmware built from it) stop and
+            // show its menu instead of trying the next option.
             let local = match req.platform {
-                Some(Platform::Efi) => "exit\n".to_owned(),
+                Some(Platform::Efi) => "exit 1\n".to_owned(),
                 Some(Platform::Pcbios) => "sanboot --no-describe --drive 0x80 || exit\n".to_owned(),
                 None => {
-                    "iseq ${platform} efi && exit ||\nsanboot --no-describe --drive 0x80 || exit\n"
+                    "iseq ${platform} efi && exit 1 ||\nsanboot --no-describe --drive 0x80 || exit\n"
                         .to_owned()
                 }
             };
@@ -343,14 +350,24 @@ sanboot --no-describe --drive 0x80 || exit
             None,
             &cfg(),
         );
-        assert!(
-            efi.ends_with("booting from the local disk\nexit\n"),
-            "{efi}"
+        // A failure status, so that the firmware's boot manager goes on to the disk.
+        assert_eq!(
+            efi,
+            "#!ipxe
+# rackhand: 52:54:00:99:00:01 is in use: boot the local disk
+echo rackhand: 52:54:00:99:00:01: in use, booting from the local disk
+exit 1
+"
         );
         let unknown = render(&BootDecision::LocalDisk, &req(None), None, &cfg());
-        assert!(
-            unknown.contains("iseq ${platform} efi && exit ||\n"),
-            "{unknown}"
+        assert_eq!(
+            unknown,
+            "#!ipxe
+# rackhand: 52:54:00:99:00:01 is in use: boot the local disk
+echo rackhand: 52:54:00:99:00:01: in use, booting from the local disk
+iseq ${platform} efi && exit 1 ||
+sanboot --no-describe --drive 0x80 || exit
+"
         );
         for s in [&bios, &efi, &unknown] {
             assert!(!s.contains("kernel") && !s.contains("rackhand.token"));

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use pxe_api::machine::EventView;
 use pxe_api::{MachineState, MachineView};
 
 use crate::error::{Error, Result};
@@ -34,6 +35,7 @@ pub struct ApplianceConfig {
     prefer: Prefer,
     assets: PathBuf,
     dhcp_and_tftp: bool,
+    extra: Vec<String>,
 }
 
 impl ApplianceConfig {
@@ -45,6 +47,7 @@ impl ApplianceConfig {
             prefer: Prefer::Dist,
             assets: paths::dist_dir(),
             dhcp_and_tftp: true,
+            extra: Vec::new(),
         }
     }
 
@@ -55,12 +58,30 @@ impl ApplianceConfig {
             prefer: Prefer::Debug,
             assets: assets.to_path_buf(),
             dhcp_and_tftp: false,
+            extra: Vec::new(),
         }
     }
 
     /// Use exactly this binary.
     pub fn binary(mut self, path: &Path) -> Self {
         self.binary = Some(path.to_path_buf());
+        self
+    }
+
+    /// Serve assets from `dir` instead (e.g. a copy of the dist directory with extra
+    /// snapshots). Files must be real files: the appliance refuses symlinks leading out.
+    pub fn assets(mut self, dir: &Path) -> Self {
+        self.assets = dir.to_path_buf();
+        self
+    }
+
+    /// Append these arguments to `serve` (e.g. retry settings a scenario needs).
+    pub fn extra_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra.extend(args.into_iter().map(Into::into));
         self
     }
 
@@ -93,6 +114,7 @@ impl ApplianceConfig {
                 .map(String::from),
             );
         }
+        a.extend(self.extra.iter().cloned());
         a
     }
 }
@@ -411,6 +433,16 @@ impl<'ns> Appliance<'ns> {
         }
     }
 
+    /// A machine's history, oldest first, via `pxe-server machine history ID --json`.
+    pub fn history(&self, id: &str) -> Result<Vec<EventView>> {
+        let out = self.cli(&["machine", "history", id, "--json"])?;
+        serde_json::from_str(&out).map_err(|source| Error::Decode {
+            what: "`pxe-server machine history --json` output".into(),
+            text: bounded_text(out.as_bytes(), 2000),
+            source,
+        })
+    }
+
     /// The last `n` lines of the appliance's log.
     pub fn log_tail(&self, n: usize) -> String {
         let text = std::fs::read(&self.log).unwrap_or_default();
@@ -472,5 +504,15 @@ mod tests {
             !h.iter()
                 .any(|x| x == "--dhcp-mode" || x == "--tftp" || x == "--interface")
         );
+
+        let x = ApplianceConfig::full()
+            .assets(Path::new("/w/assets"))
+            .extra_args(["--flag", "1"])
+            .serve_args(Path::new("/d"));
+        assert!(
+            x.windows(2)
+                .any(|w| w[0] == "--assets" && w[1] == "/w/assets")
+        );
+        assert_eq!(&x[x.len() - 2..], ["--flag", "1"]);
     }
 }

@@ -208,6 +208,48 @@ impl Netns {
             .ok_or_else(|| Error::Invalid(format!("namespace {} has no tap {i}", self.name)))
     }
 
+    /// Limits what leaves the namespace through `dev` (the bridge or one of its taps; for a
+    /// tap, that is what its VM receives) to `kbit` kbit/s with a token bucket (`tc qdisc
+    /// replace … tbf`), so that a transfer lasts long enough to be interrupted. Replaces any
+    /// earlier limit on `dev`.
+    pub fn limit_egress(&self, dev: &str, kbit: u32) -> Result<()> {
+        self.check_dev(dev)?;
+        if kbit == 0 {
+            return Err(Error::Invalid("a rate of 0 kbit/s".into()));
+        }
+        let rate = format!("{kbit}kbit");
+        // A burst of at least one full-size frame, and enough queue for ~0.5 s at the rate.
+        self.exec_ok(
+            &NsCommand::new("tc").args([
+                "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", "16kb",
+                "latency", "500ms",
+            ]),
+            IP_TIMEOUT,
+        )
+        .map(drop)
+    }
+
+    /// Removes a limit set with [`Netns::limit_egress`] (the device's default queueing again).
+    pub fn clear_egress_limit(&self, dev: &str) -> Result<()> {
+        self.check_dev(dev)?;
+        self.exec_ok(
+            &NsCommand::new("tc").args(["qdisc", "del", "dev", dev, "root"]),
+            IP_TIMEOUT,
+        )
+        .map(drop)
+    }
+
+    fn check_dev(&self, dev: &str) -> Result<()> {
+        if dev == BRIDGE || self.taps.iter().any(|t| t == dev) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "{dev} is not a device of namespace {}",
+                self.name
+            )))
+        }
+    }
+
     /// True if a namespace of this name is registered under `/run/netns`.
     pub fn exists(name: &str) -> bool {
         Path::new(NETNS_RUN_DIR).join(name).exists()

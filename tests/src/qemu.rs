@@ -87,6 +87,8 @@ struct DiskSpec {
     /// An image that already exists (kept as it is, not created): see
     /// [`VmBuilder::existing_disk`].
     existing: Option<PathBuf>,
+    /// Attached as an NVMe controller (`-device nvme`) instead of virtio-blk.
+    nvme: bool,
 }
 
 /// A Linux kernel booted directly by QEMU (`-kernel`, `-initrd`, `-append`), no firmware
@@ -142,6 +144,7 @@ pub struct VmBuilder {
     no_reboot: bool,
     qmp: bool,
     boot_network: bool,
+    boot_index: bool,
     direct_kernel: Option<DirectKernel>,
     fail_patterns: Vec<String>,
 }
@@ -170,6 +173,7 @@ impl VmBuilder {
             no_reboot: true,
             qmp: false,
             boot_network: true,
+            boot_index: false,
             direct_kernel: None,
             fail_patterns: DEFAULT_FAIL_PATTERNS
                 .iter()
@@ -218,6 +222,7 @@ impl VmBuilder {
             format,
             serial: serial.map(str::to_owned),
             existing: None,
+            nvme: false,
         });
         self
     }
@@ -231,6 +236,20 @@ impl VmBuilder {
             format,
             serial: serial.map(str::to_owned),
             existing: Some(path.to_path_buf()),
+            nvme: false,
+        });
+        self
+    }
+
+    /// Like [`VmBuilder::existing_disk`], but attached as the namespace of an emulated NVMe
+    /// controller (`-device nvme,serial=…`; the guest sees `nvme0n1`). NVMe needs a serial.
+    pub fn existing_nvme_disk(mut self, path: &Path, format: DiskFormat, serial: &str) -> Self {
+        self.disks.push(DiskSpec {
+            size_bytes: 0,
+            format,
+            serial: Some(serial.to_owned()),
+            existing: Some(path.to_path_buf()),
+            nvme: true,
         });
         self
     }
@@ -274,6 +293,28 @@ impl VmBuilder {
     pub fn boot_network(mut self, on: bool) -> Self {
         self.boot_network = on;
         self
+    }
+
+    /// Also give every NIC and disk a QEMU `bootindex`, in the order [`VmBuilder::boot_network`]
+    /// says (NICs then disks, or disks then NICs). OVMF ignores `-boot order=` and, without
+    /// `bootindex`, tries a disk with `\EFI\BOOT\BOOTX64.EFI` before the network; with it,
+    /// OVMF's boot order is the network first and the disk next, as on a server set up for
+    /// netbooting. Off by default.
+    pub fn boot_index(mut self, on: bool) -> Self {
+        self.boot_index = on;
+        self
+    }
+
+    /// The `bootindex` of NIC `i` (`nic`) or of disk `i`, if [`VmBuilder::boot_index`] is on.
+    fn bootindex(&self, nic: bool, i: usize) -> Option<usize> {
+        let before = if nic == self.boot_network {
+            0
+        } else if nic {
+            self.disks.len()
+        } else {
+            self.nics.len()
+        };
+        self.boot_index.then_some(1 + before + i)
     }
 
     /// Checks names and values that end up inside QEMU option strings.
@@ -416,10 +457,17 @@ impl VmBuilder {
                     d.format.as_str()
                 ),
             ]);
-            let mut dev = format!("virtio-blk-pci,drive=disk{i}");
+            let mut dev = if d.nvme {
+                format!("nvme,drive=disk{i}")
+            } else {
+                format!("virtio-blk-pci,drive=disk{i}")
+            };
             if let Some(s) = &d.serial {
                 dev.push_str(",serial=");
                 dev.push_str(s);
+            }
+            if let Some(b) = self.bootindex(false, i) {
+                dev.push_str(&format!(",bootindex={b}"));
             }
             push(&["-device", &dev]);
         }
@@ -443,6 +491,9 @@ impl VmBuilder {
                 // Pitfall 5: without a ROM, OVMF's own PXE/HTTP stack drives the NIC. A
                 // directly booted kernel needs no network boot ROM at all.
                 dev.push_str(",romfile=");
+            }
+            if let Some(b) = self.bootindex(true, i) {
+                dev.push_str(&format!(",bootindex={b}"));
             }
             push(&["-device", &dev]);
         }
@@ -826,6 +877,44 @@ mod tests {
         assert!(has_pair(&pxe, "-device", rom_off) && !has_pair(&pxe, "-fw_cfg", pxe4));
         assert!(has_pair(&http, "-device", rom_off) && has_pair(&http, "-fw_cfg", pxe4));
         assert!(has_pair(&ipxe, "-device", rom_on) && !has_pair(&ipxe, "-fw_cfg", pxe4));
+    }
+
+    #[test]
+    fn boot_index_orders_nics_and_disks() {
+        let b = VmBuilder::new("vm1")
+            .firmware(Firmware::UefiPxe)
+            .nic("rhtap0", test_mac(0, 1))
+            .disk(4096, DiskFormat::Raw, None)
+            .disk(4096, DiskFormat::Raw, None);
+        let mut f = files();
+        f.disks.push(PathBuf::from("/w/vm1.disk1.img"));
+        let plain = b.clone().args(&f);
+        assert!(!plain.iter().any(|x| x.contains("bootindex")));
+        let net = b.clone().boot_index(true).args(&f);
+        let nic = "virtio-net-pci,netdev=net0,mac=52:54:00:99:00:01,romfile=";
+        assert!(has_pair(&net, "-device", &format!("{nic},bootindex=1")));
+        assert!(has_pair(
+            &net,
+            "-device",
+            "virtio-blk-pci,drive=disk0,bootindex=2"
+        ));
+        assert!(has_pair(
+            &net,
+            "-device",
+            "virtio-blk-pci,drive=disk1,bootindex=3"
+        ));
+        let disk = b.boot_network(false).boot_index(true).args(&f);
+        assert!(has_pair(
+            &disk,
+            "-device",
+            "virtio-blk-pci,drive=disk0,bootindex=1"
+        ));
+        assert!(has_pair(
+            &disk,
+            "-device",
+            "virtio-blk-pci,drive=disk1,bootindex=2"
+        ));
+        assert!(has_pair(&disk, "-device", &format!("{nic},bootindex=3")));
     }
 
     #[test]

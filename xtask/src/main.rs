@@ -8,7 +8,7 @@
 //! - `initramfs`: the agent's kernel and initramfs (see `initramfs.rs`).
 //! - `dist`: everything a deployment needs, with a manifest (see `dist.rs`).
 //! - `test-os`: a tiny BIOS-bootable OS image and its signed snapshot (see `testos.rs`).
-//! - `bench api|tftp|boot-services`: the benchmarks, printing figures beside their peers.
+//! - `bench api|tftp|boot-services|install`: the benchmarks, printing figures beside their peers.
 
 mod check;
 mod demo;
@@ -68,31 +68,39 @@ cargo xtask <command>
            lint inheritance and the allowed dependency edges between crates
   demo     setup, dist, then netboot a QEMU machine from the appliance in a private
            network namespace and show it registering, with a timeline
-  bench api|tftp|boot-services
+  bench api|tftp|boot-services|install
            benchmarks (release builds); print figures, assert nothing about speed
-           (boot-services: as root; installs its peers with apt first)
+           (boot-services: as root; installs its peers with apt first;
+           install: as root for a loop device and dropped caches, ~10 min)
 ";
 
 fn bench(rest: &[String]) -> Result<()> {
     let root = util::workspace_root();
     let which = rest.first().map(String::as_str).unwrap_or("");
-    let target = match which {
-        "api" => "api",
-        "tftp" => "tftp",
+    let (package, target) = match which {
+        "api" => ("pxe-server", "api"),
+        "tftp" => ("pxe-server", "tftp"),
         "boot-services" => {
             // Peers (Kea, perfdhcp, tftpd-hpa, atftpd, dnsmasq) only this benchmark needs.
             setup::bench_peers()?;
-            "boot_services"
+            ("pxe-server", "boot_services")
         }
-        other => bail!("unknown benchmark {other:?}: expected api, tftp or boot-services"),
+        "install" => {
+            // mkfs.ext4 and the version-pinned qemu-img come with setup; zstd with the
+            // benchmark packages.
+            setup::run()?;
+            setup::bench_peers()?;
+            ("installer", "install")
+        }
+        other => {
+            bail!("unknown benchmark {other:?}: expected api, tftp, boot-services or install")
+        }
     };
-    util::run(util::cargo().current_dir(&root).args([
-        "bench",
-        "-p",
-        "pxe-server",
-        "--bench",
-        target,
-    ]))
+    util::run(
+        util::cargo()
+            .current_dir(&root)
+            .args(["bench", "-p", package, "--bench", target]),
+    )
 }
 
 fn ci(_rest: &[String]) -> Result<()> {

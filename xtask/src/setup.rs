@@ -32,9 +32,13 @@ pub(crate) const APT_PACKAGES: &[&str] = &[
     "syslinux-common",
     "mtools",
     "dosfstools",
+    // cargo xtask test-os: the UEFI loader (systemd-bootx64.efi) of the test OS. It Breaks
+    // other versions of `systemd`, so apt may bring systemd to the same point release.
+    "systemd-boot-efi",
 ];
 
-/// Debian packages only `cargo xtask bench boot-services` needs (the peers it measures).
+/// Debian packages only the benchmarks need (`bench boot-services` and `bench install`: the
+/// peers they measure).
 /// `atftpd` conflicts with `tftpd-hpa`, so [`bench_peers`] unpacks it instead.
 pub(crate) const BENCH_PACKAGES: &[&str] = &[
     "kea-dhcp4-server",
@@ -43,6 +47,10 @@ pub(crate) const BENCH_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "atftp",
     "curl",
+    // cargo xtask bench install: the peers (zstd | dd, qemu-img convert) and mkfs.ext4 -d.
+    "zstd",
+    "qemu-utils",
+    "e2fsprogs",
 ];
 
 pub(crate) fn run() -> Result<()> {

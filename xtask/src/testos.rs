@@ -1,20 +1,43 @@
-//! `cargo xtask test-os`: a tiny BIOS-bootable OS, as a raw disk image and as a signed
-//! snapshot, for the install scenario.
+//! `cargo xtask test-os`: a tiny OS that boots on BIOS and on UEFI machines, as a raw disk
+//! image and as a signed snapshot, for the install scenarios.
 //!
 //! The disk (64 MiB, MBR):
 //!
 //! ```text
-//!  LBA 0      syslinux mbr.bin (boots the active partition) + partition table
+//!  LBA 0      syslinux mbr.bin (BIOS: boots the active partition) + partition table
 //!  LBA 2048   partition 1, type 0x0e (FAT16 LBA), active, to the end of the disk:
-//!               ldlinux.sys/ldlinux.c32 (`syslinux --install`), syslinux.cfg,
-//!               vmlinuz (Debian's kernel, `crate::kernel`), initrd.img
+//!               ldlinux.sys/ldlinux.c32 (`syslinux --install`), syslinux.cfg     BIOS
+//!               EFI/BOOT/BOOTX64.EFI (systemd-boot), loader/loader.conf,
+//!               loader/entries/test-os.conf                                     UEFI
+//!               vmlinuz (Debian's kernel, `crate::kernel`), initrd.img          both
 //! ```
 //!
+//! One partition serves both firmware types. A BIOS runs the MBR code, which chains to
+//! syslinux in the active partition. UEFI firmware ignores the MBR code and the partition
+//! type: its FAT driver mounts the partition and the boot manager runs the removable-media
+//! path `\EFI\BOOT\BOOTX64.EFI`. OVMF does this on an MBR disk (checked by `--boot`), so
+//! the disk needs no GPT, no second partition and no type 0xEF.
+//!
+//! The EFI loader is systemd-boot (Debian `systemd-boot-efi`), chosen as the most robust of
+//! the three candidates:
+//! - systemd-boot: one 140 KiB PE file, configured by two short text files, no menu with
+//!   `timeout 0`, starts the kernel through its EFI stub with the initrd and command line of
+//!   its entry; it needs nothing but a FAT filesystem and no NVRAM variable.
+//! - a GRUB standalone image (`grub-efi-amd64-bin`, `grub-mkstandalone`) would do as well,
+//!   but it is MiBs of modules packed at build time and a second configuration language,
+//!   for nothing this disk needs.
+//! - the kernel's EFI stub as `BOOTX64.EFI` needs its command line from somewhere: a UEFI
+//!   shell running `startup.nsh` exists in OVMF but not on real servers, and a boot entry
+//!   with load options would live in NVRAM, not on the disk.
+//!
 //! The filesystem is built without mounting anything: `mkfs.vfat --offset`, `syslinux
-//! --offset --install`, `mcopy -i disk@@offset`. The initramfs holds `/init`, a static musl C
-//! program (`xtask/testos/init.c`) that prints
+//! --offset --install`, `mmd`/`mcopy -i disk@@offset`. Timestamps come from a fixed
+//! `SOURCE_DATE_EPOCH` (mtools), `mkfs.vfat --invariant` and a fixed volume ID, so the image
+//! is byte-for-byte reproducible from the same inputs. The initramfs holds `/init`, a static
+//! musl C program (`xtask/testos/init.c`) that prints
 //! `RACKHAND-TEST-OS booted serial=<DMI serial> snapshot=<name>` on the console and powers off;
-//! the snapshot name comes from `rackhand.snapshot=` in `syslinux.cfg`.
+//! the snapshot name comes from `rackhand.snapshot=` on the kernel command line, which
+//! `syslinux.cfg` and the systemd-boot entry both give ([`kernel_cmdline`]).
 //!
 //! Outputs:
 //! - `target/testos/test-os.img`: the raw disk.
@@ -25,9 +48,8 @@
 //!   `target/dist-keys/`) does not exist, that directory with the test public key, so a
 //!   `cargo xtask initramfs` afterwards builds an agent that trusts the test snapshot.
 //!
-//! `--boot` then boots the raw disk in QEMU (TCG, no network) and waits for the marker.
-//!
-//! BIOS only in this version: no EFI system partition.
+//! `--boot` then boots the raw disk in QEMU (TCG, no network), once with SeaBIOS and once with
+//! OVMF, and waits for the marker each time.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +72,16 @@ const PART_START_LBA: u64 = 2048;
 const SECTOR: u64 = 512;
 /// Debian's syslinux MBR boot code (package `syslinux-common`).
 const MBR_BIN: &str = "/usr/lib/syslinux/mbr/mbr.bin";
+/// Debian's systemd-boot for x86-64 UEFI (package `systemd-boot-efi`).
+const SYSTEMD_BOOT_EFI: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// The UEFI removable-media boot path for x86-64, where firmware looks without NVRAM entries.
+const EFI_FALLBACK_PATH: &str = "EFI/BOOT/BOOTX64.EFI";
+/// OVMF code and variable-store template (package `ovmf`), for `--boot`.
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+/// See [`OVMF_CODE`].
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// File timestamps inside the FAT filesystem (2020-01-01T00:00:00Z), for reproducibility.
+const SOURCE_DATE_EPOCH: &str = "1577836800";
 /// The console marker printed by the test OS.
 pub(crate) const MARKER: &str = "RACKHAND-TEST-OS booted";
 /// Longest wait for the marker when booting under TCG.
@@ -77,10 +109,32 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     write_atomic(&initrd_path, &initrd)?;
     let cfg_path = work.join("syslinux.cfg");
     write_atomic(&cfg_path, syslinux_cfg(NAME).as_bytes())?;
+    let loader_path = work.join("loader.conf");
+    write_atomic(&loader_path, loader_conf(NAME).as_bytes())?;
+    let entry_path = work.join(format!("{NAME}.conf"));
+    write_atomic(&entry_path, loader_entry(NAME).as_bytes())?;
+    let efi = Path::new(SYSTEMD_BOOT_EFI);
+    if !efi.is_file() {
+        bail!("{SYSTEMD_BOOT_EFI} is missing (package systemd-boot-efi; `cargo xtask setup`)");
+    }
+    let entry_dest = format!("loader/entries/{NAME}.conf");
+    let files = [
+        (tree.vmlinuz(), "vmlinuz"),
+        (initrd_path, "initrd.img"),
+        (cfg_path, "syslinux.cfg"),
+        (efi.to_path_buf(), EFI_FALLBACK_PATH),
+        (loader_path, "loader/loader.conf"),
+        (entry_path, entry_dest.as_str()),
+    ];
 
     let disk = work.join(format!("{NAME}.img"));
-    build_disk(&disk, &tree.vmlinuz(), &initrd_path, &cfg_path)?;
-    eprintln!("xtask: {} ({} bytes)", disk.display(), DISK_SIZE);
+    build_disk(&disk, &files)?;
+    eprintln!(
+        "xtask: {} ({} bytes, sha256 {})",
+        disk.display(),
+        DISK_SIZE,
+        file_sha256(&disk)?
+    );
 
     let tool = build_snapshot_tool()?;
     let key = ensure_key(&tool, &work)?;
@@ -120,17 +174,38 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     );
 
     if boot {
-        boot_check(&disk, &work)?;
+        boot_check(&disk, &work, BootFirmware::Bios)?;
+        boot_check(&disk, &work, BootFirmware::Uefi)?;
     }
     Ok(())
 }
 
-/// `syslinux.cfg`: boot the kernel with the initrd at once, console on the first serial port.
+/// The test OS kernel command line (without `initrd=`): console on the first serial port (the
+/// last `console=` is `/dev/console`), and the snapshot name the init prints.
+pub(crate) fn kernel_cmdline(snapshot: &str) -> String {
+    format!("console=tty0 console=ttyS0,115200 panic=10 rackhand.snapshot={snapshot}")
+}
+
+/// `syslinux.cfg` (BIOS): boot the kernel with the initrd at once.
 pub(crate) fn syslinux_cfg(snapshot: &str) -> String {
     format!(
         "DEFAULT testos\nPROMPT 0\nTIMEOUT 0\nLABEL testos\n  KERNEL /vmlinuz\n  \
-         APPEND initrd=/initrd.img console=tty0 console=ttyS0,115200 panic=10 \
-         rackhand.snapshot={snapshot}\n"
+         APPEND initrd=/initrd.img {}\n",
+        kernel_cmdline(snapshot)
+    )
+}
+
+/// systemd-boot's `loader/loader.conf` (UEFI): the one entry, no menu, no editor.
+pub(crate) fn loader_conf(snapshot: &str) -> String {
+    format!("default {snapshot}.conf\ntimeout 0\neditor no\n")
+}
+
+/// systemd-boot's `loader/entries/<snapshot>.conf` (UEFI): the same kernel, initrd and command
+/// line as [`syslinux_cfg`]. Paths are relative to the root of the partition.
+pub(crate) fn loader_entry(snapshot: &str) -> String {
+    format!(
+        "title rackhand test OS ({snapshot})\nlinux /vmlinuz\ninitrd /initrd.img\noptions {}\n",
+        kernel_cmdline(snapshot)
     )
 }
 
@@ -178,8 +253,9 @@ pub(crate) fn mbr_entry(start: u64, sectors: u64, kind: u8) -> Result<[u8; 16]> 
     Ok(e)
 }
 
-/// Writes the disk image: zeros, MBR code + table, FAT16 with syslinux, the files.
-fn build_disk(disk: &Path, vmlinuz: &Path, initrd: &Path, cfg: &Path) -> Result<()> {
+/// Writes the disk image: zeros, MBR code + table, FAT16 with syslinux, then `files` as
+/// (source, path inside the partition), creating their directories first.
+fn build_disk(disk: &Path, files: &[(PathBuf, &str)]) -> Result<()> {
     let tmp = disk.with_extension("img.partial");
     let _ = std::fs::remove_file(&tmp);
     let mut f =
@@ -204,8 +280,17 @@ fn build_disk(disk: &Path, vmlinuz: &Path, initrd: &Path, cfg: &Path) -> Result<
     let offset = PART_START_LBA * SECTOR;
     let blocks_kib = sectors * SECTOR / 1024;
     util::run(
-        Command::new("mkfs.vfat")
-            .args(["-F", "16", "-n", "RHTESTOS", "-i", "52484f53", "--offset"])
+        fixed_time(Command::new("mkfs.vfat"))
+            .args([
+                "--invariant",
+                "-F",
+                "16",
+                "-n",
+                "RHTESTOS",
+                "-i",
+                "52484f53",
+            ])
+            .arg("--offset")
             .arg(PART_START_LBA.to_string())
             .arg(&tmp)
             .arg(blocks_kib.to_string())
@@ -213,7 +298,7 @@ fn build_disk(disk: &Path, vmlinuz: &Path, initrd: &Path, cfg: &Path) -> Result<
     )
     .context("mkfs.vfat (package dosfstools)")?;
     util::run(
-        Command::new("syslinux")
+        fixed_time(Command::new("syslinux"))
             .arg("--offset")
             .arg(offset.to_string())
             .arg("--install")
@@ -221,21 +306,54 @@ fn build_disk(disk: &Path, vmlinuz: &Path, initrd: &Path, cfg: &Path) -> Result<
     )
     .context("syslinux --install (package syslinux)")?;
     let image = format!("{}@@{offset}", tmp.display());
-    for (src, name) in [
-        (vmlinuz, "vmlinuz"),
-        (initrd, "initrd.img"),
-        (cfg, "syslinux.cfg"),
-    ] {
+    for dir in fat_dirs(files.iter().map(|(_, dest)| *dest)) {
         util::run(
-            Command::new("mcopy")
+            fixed_time(Command::new("mmd"))
+                .args(["-i", &image])
+                .arg(format!("::/{dir}")),
+        )
+        .context("mmd (package mtools)")?;
+    }
+    for (src, dest) in files {
+        util::run(
+            fixed_time(Command::new("mcopy"))
                 .args(["-o", "-i", &image])
                 .arg(src)
-                .arg(format!("::/{name}")),
+                .arg(format!("::/{dest}")),
         )
         .context("mcopy (package mtools)")?;
     }
     std::fs::rename(&tmp, disk).with_context(|| format!("renaming to {}", disk.display()))?;
     Ok(())
+}
+
+/// `cmd` with a fixed clock for the timestamps it writes into the filesystem (mtools reads
+/// `SOURCE_DATE_EPOCH`; FAT stores local time, so the zone is fixed too).
+fn fixed_time(mut cmd: Command) -> Command {
+    cmd.env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        .env("TZ", "UTC");
+    cmd
+}
+
+/// Every directory the destination paths need, parents before children, each once. Pure.
+pub(crate) fn fat_dirs<'a>(dests: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut dirs: Vec<String> = Vec::new();
+    for dest in dests {
+        let parts: Vec<&str> = dest.split('/').collect();
+        for n in 1..parts.len() {
+            let dir = parts[..n].join("/");
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs
+}
+
+/// Lowercase hex SHA-256 of a file (for the build log).
+fn file_sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(crate::initramfs::sha256_hex(&bytes))
 }
 
 /// Builds the `snapshot-tool` CLI (debug profile) and returns its path.
@@ -282,27 +400,65 @@ fn ensure_key(tool: &Path, work: &Path) -> Result<PathBuf> {
     Ok(key)
 }
 
-/// Boots `disk` in QEMU (TCG, BIOS, no network, a copy of the disk) and waits for the marker.
-fn boot_check(disk: &Path, work: &Path) -> Result<()> {
-    let copy = work.join("boot-check.img");
+/// The firmware `--boot` starts the disk with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BootFirmware {
+    /// SeaBIOS: MBR code → syslinux.
+    Bios,
+    /// OVMF: removable-media path → systemd-boot.
+    Uefi,
+}
+
+/// Boots `disk` in QEMU (TCG, no network, a copy of the disk) with `firmware` and waits for
+/// the marker.
+fn boot_check(disk: &Path, work: &Path, firmware: BootFirmware) -> Result<()> {
+    let tag = match firmware {
+        BootFirmware::Bios => "bios",
+        BootFirmware::Uefi => "uefi",
+    };
+    let copy = work.join(format!("boot-check-{tag}.img"));
     std::fs::copy(disk, &copy).with_context(|| format!("copying {}", disk.display()))?;
-    let log = work.join("boot-check.serial.log");
+    let log = work.join(format!("boot-check-{tag}.serial.log"));
     let _ = std::fs::remove_file(&log);
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args([
+        "-accel",
+        "tcg",
+        "-m",
+        "512",
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+    ])
+    .args(["-smbios", &format!("type=1,serial={BOOT_SERIAL}")]);
+    let vars = work.join("boot-check-OVMF_VARS.fd");
+    match firmware {
+        BootFirmware::Bios => {
+            cmd.arg("-drive")
+                .arg(format!("file={},format=raw,if=ide", copy.display()));
+        }
+        BootFirmware::Uefi => {
+            // A fresh variable store: no boot entries, so only the removable-media path
+            // `\EFI\BOOT\BOOTX64.EFI` can boot the disk, as on a new machine.
+            std::fs::copy(OVMF_VARS, &vars)
+                .with_context(|| format!("copying {OVMF_VARS} (package ovmf)"))?;
+            cmd.args(["-machine", "q35"])
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+                ))
+                .arg("-drive")
+                .arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    vars.display()
+                ))
+                .arg("-drive")
+                .arg(format!("file={},format=raw,if=virtio", copy.display()));
+        }
+    }
     let started = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-            "-no-reboot",
-            "-nic",
-            "none",
-        ])
-        .args(["-smbios", &format!("type=1,serial={BOOT_SERIAL}")])
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=ide", copy.display()))
+    let mut child = cmd
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .args(["-monitor", "none"])
@@ -338,17 +494,19 @@ fn boot_check(disk: &Path, work: &Path) -> Result<()> {
         .unwrap_or_default();
     found |= text.contains(&want);
     let _ = std::fs::remove_file(&copy);
+    let _ = std::fs::remove_file(&vars);
     if !found {
         let tail: Vec<&str> = text.lines().rev().take(15).collect();
         bail!(
-            "testos_boot_failed: no {want:?} on the serial console within {} s (qemu {}); last lines:\n{}",
+            "testos_boot_failed: {tag}: no {want:?} on the serial console within {} s (qemu {}); \
+             last lines:\n{}",
             BOOT_TIMEOUT.as_secs(),
             exited.map_or_else(|| "killed".to_owned(), |s| s.to_string()),
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         );
     }
     eprintln!(
-        "xtask: test OS booted in {:.1} s and printed {want:?}; qemu {}",
+        "xtask: test OS booted ({tag}) in {:.1} s and printed {want:?}; qemu {}",
         started.elapsed().as_secs_f64(),
         exited.map_or_else(
             || "killed after the marker".to_owned(),
@@ -378,5 +536,48 @@ mod tests {
         assert!(cfg.contains("rackhand.snapshot=test-os"));
         assert!(cfg.contains("initrd=/initrd.img"));
         assert!(cfg.starts_with("DEFAULT testos\n"));
+    }
+
+    #[test]
+    fn bios_and_uefi_boot_the_same_kernel_with_the_same_command_line() {
+        let cmdline = kernel_cmdline("test-os");
+        assert!(cmdline.ends_with(" rackhand.snapshot=test-os"));
+        // The last console= becomes /dev/console, where the init prints the marker.
+        assert!(cmdline.contains("console=tty0 console=ttyS0,115200"));
+        let append = syslinux_cfg("test-os")
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("APPEND ").map(str::to_owned))
+            .unwrap();
+        assert_eq!(append, format!("initrd=/initrd.img {cmdline}"));
+        let entry = loader_entry("test-os");
+        let lines: Vec<&str> = entry.lines().collect();
+        assert!(lines.contains(&"linux /vmlinuz"), "{entry}");
+        assert!(lines.contains(&"initrd /initrd.img"), "{entry}");
+        assert!(
+            lines.contains(&format!("options {cmdline}").as_str()),
+            "{entry}"
+        );
+    }
+
+    #[test]
+    fn loader_conf_boots_the_entry_without_a_menu() {
+        let conf = loader_conf("test-os");
+        let lines: Vec<&str> = conf.lines().collect();
+        assert_eq!(lines, ["default test-os.conf", "timeout 0", "editor no"]);
+    }
+
+    #[test]
+    fn fat_dirs_lists_parents_first_once() {
+        let dirs = fat_dirs(
+            [
+                "vmlinuz",
+                EFI_FALLBACK_PATH,
+                "loader/loader.conf",
+                "loader/entries/test-os.conf",
+            ]
+            .into_iter(),
+        );
+        assert_eq!(dirs, ["EFI", "EFI/BOOT", "loader", "loader/entries"]);
+        assert!(fat_dirs(["a"].into_iter()).is_empty());
     }
 }

@@ -108,6 +108,11 @@ impl FdTarget {
             .then(|| sys::range_op(&self.file, op, start, len))
     }
 
+    /// The open block device, for the purge commands; `None` for a regular file.
+    pub(crate) fn block_file(&self) -> Option<&File> {
+        self.block_device.then_some(&self.file)
+    }
+
     fn fall_back_to_buffered(&mut self) -> io::Result<()> {
         sys::set_direct(&self.file, false)?;
         self.direct = false;

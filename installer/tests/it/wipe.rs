@@ -44,6 +44,9 @@ fn file_facts(path: &Path) -> DiskFacts {
         block_device: false,
         discard: false,
         discard_zeroes_proven: false,
+        transport: None,
+        rotational: None,
+        purge: None,
     }
 }
 
@@ -95,7 +98,7 @@ fn a_file_is_overwritten_verified_and_recorded() {
     assert_eq!(json["outcome"], "success");
     assert_eq!(
         json["not_attempted"],
-        serde_json::json!(["nvme_sanitize", "ata_secure_erase"])
+        serde_json::json!(["nvme_sanitize", "nvme_format", "ata_secure_erase"])
     );
 }
 
@@ -201,6 +204,9 @@ fn wipe_loop(lp: &Loop, size: u64, discard_proven: bool) -> installer::WipeRecor
         block_device: true,
         discard: discard_proven,
         discard_zeroes_proven: discard_proven,
+        transport: None,
+        rotational: None,
+        purge: None,
     };
     // Only the disk in the list is planned; the other loop device is never opened.
     let wp = plan(&[facts]);

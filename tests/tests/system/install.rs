@@ -1,12 +1,17 @@
 //! Install: an available machine is told to install the signed test OS snapshot; it netboots the
 //! agent, which verifies and writes the snapshot to its blank disk and reports; the machine is
-//! `in-use`, and its next netboot boots the installed OS from its own disk.
+//! `in-use`, and its next netboot sends it to its own disk, which boots the installed OS. Once
+//! with SeaBIOS (the MBR code and syslinux boot the disk) and once with OVMF (the firmware's
+//! removable-media path `\EFI\BOOT\BOOTX64.EFI`, systemd-boot, boots it): the same snapshot
+//! serves both.
 
 use std::time::Duration;
 
 use pxe_api::MachineState;
-use rackhand_tests::gate::{self, announce};
-use rackhand_tests::{Appliance, ApplianceConfig, DiskFormat, Netns, Result, VmBuilder, WorkDir};
+use rackhand_tests::gate::{self, Need, announce};
+use rackhand_tests::{
+    Appliance, ApplianceConfig, DiskFormat, Firmware, Netns, Result, VmBuilder, WorkDir,
+};
 use rackhand_tests::{paths, test_mac};
 
 use crate::support::{REGISTER_TIMEOUT, VM_NEEDS};
@@ -15,11 +20,69 @@ use crate::support::{REGISTER_TIMEOUT, VM_NEEDS};
 const SNAPSHOT: &str = "test-os";
 /// What the installed test OS prints (see `xtask/testos/init.c`).
 const MARKER: &str = "RACKHAND-TEST-OS booted";
+/// The appliance's script line for a machine in use (see `pxe-server/src/boot.rs`).
+const LOCAL_DISK_LINE: &str = "in use, booting from the local disk";
+/// The boot script retries forever; in this closed network one failure is a bug.
+const AGENT_LOAD_FAILED: &str = "could not load the agent";
+/// What only the agent prints (pxeimage's first line as PID 1).
+const AGENT_STARTED: &str = "starting as PID 1";
+
+/// One machine of an install scenario: its firmware and identity, and what its console must
+/// show when the installed disk boots.
+struct Machine<'a> {
+    /// The firmware path.
+    firmware: Firmware,
+    /// SMBIOS serial (the marker repeats it).
+    serial: &'a str,
+    /// Byte 5 of its MAC (tests use distinct ones).
+    mac_tag: u8,
+    /// Printed on the way to the installed OS by this firmware's boot path only, proving
+    /// which loader on the disk ran.
+    boot_path_line: &'a str,
+    /// Power-on to the installed OS's marker, at most.
+    boot_timeout: Duration,
+}
 
 #[test]
 fn bios_machine_installs_the_test_os_and_boots_it() -> Result<()> {
-    let test = "bios_machine_installs_the_test_os_and_boots_it";
-    if !gate::require(test, VM_NEEDS)? {
+    installs_the_test_os_and_boots_it(
+        "bios_machine_installs_the_test_os_and_boots_it",
+        &Machine {
+            firmware: Firmware::Bios,
+            serial: "RH-INSTALL-0001",
+            mac_tag: 0x50,
+            // syslinux's banner (the BIOS path of the test OS disk).
+            boot_path_line: "SYSLINUX",
+            boot_timeout: Duration::from_secs(300),
+        },
+    )
+}
+
+#[test]
+fn uefi_machine_installs_the_test_os_and_boots_it() -> Result<()> {
+    installs_the_test_os_and_boots_it(
+        "uefi_machine_installs_the_test_os_and_boots_it",
+        &Machine {
+            firmware: Firmware::UefiPxe,
+            serial: "RH-INSTALL-0002",
+            mac_tag: 0x51,
+            // The kernel's EFI stub, started by systemd-boot, takes the initrd from it.
+            boot_path_line: "EFI stub: Loaded initrd",
+            // OVMF start-up, its PXE, iPXE, back to OVMF's boot manager, which then tries the
+            // NIC's HTTPv4 option (the same script again: `exit 1`), then the disk. About
+            // 37 s under TCG on a quiet host.
+            boot_timeout: Duration::from_secs(480),
+        },
+    )
+}
+
+/// The scenario: register, install order, install boot, `in-use`, local-disk boot.
+fn installs_the_test_os_and_boots_it(test: &str, machine: &Machine<'_>) -> Result<()> {
+    let mut needs = VM_NEEDS.to_vec();
+    if machine.firmware.is_uefi() {
+        needs.push(Need::Ovmf);
+    }
+    if !gate::require(test, &needs)? {
         return Ok(());
     }
     let snapshot_dir = paths::dist_dir().join("snapshots").join(SNAPSHOT);
@@ -32,8 +95,8 @@ fn bios_machine_installs_the_test_os_and_boots_it() -> Result<()> {
         announce(&format!("SKIP {test}: {why}"));
         return Ok(());
     }
-    let serial = "RH-INSTALL-0001";
-    let mac = test_mac(0x50, 1);
+    let serial = machine.serial;
+    let mac = test_mac(machine.mac_tag, 1);
     let dir = WorkDir::new(test)?;
     let disk = dir.path().join("install.disk.img");
     std::fs::File::create(&disk)
@@ -42,18 +105,24 @@ fn bios_machine_installs_the_test_os_and_boots_it() -> Result<()> {
 
     let ns = Netns::new(1)?;
     let app = Appliance::start(&ns, dir.path(), &ApplianceConfig::full())?;
-    let machine = |name: &str| -> Result<VmBuilder> {
+    // The same machine at every power-on: firmware, MAC, serial, disk. Its boot order is the
+    // network first, then the disk (explicit for OVMF, which otherwise tries a bootable disk
+    // first).
+    let power_on = |name: &str| -> Result<VmBuilder> {
         Ok(VmBuilder::new(name)
+            .firmware(machine.firmware)
+            .boot_index(true)
             .nic(ns.tap(0)?, mac)
             .existing_disk(&disk, DiskFormat::Raw, Some("RHINSTALLDISK"))
             .smbios_serial(serial)
-            .fail_on("could not load the agent"))
+            .fail_on(AGENT_LOAD_FAILED))
     };
 
     // Racked and powered on: it registers.
-    let vm = machine("install-1")?.start(&ns, dir.path())?;
+    let vm = power_on("install-1")?.start(&ns, dir.path())?;
     let (m, _) =
         app.wait_for_machine(serial, MachineState::Available, REGISTER_TIMEOUT, Some(&vm))?;
+    let registered = vm.uptime();
     let reply = app.operator_post(
         &format!("/api/v1/machines/{}/install", m.id),
         &serde_json::json!({ "snapshot": SNAPSHOT }),
@@ -64,7 +133,7 @@ fn bios_machine_installs_the_test_os_and_boots_it() -> Result<()> {
     drop(vm);
 
     // Second boot: the agent installs, verifies, reports, and ends the boot (QEMU exits).
-    let vm = machine("install-2")?.start(&ns, dir.path())?;
+    let vm = power_on("install-2")?.start(&ns, dir.path())?;
     let installed = vm.wait_for("installed and verified", REGISTER_TIMEOUT)?;
     let console = vm.console().text();
     assert!(
@@ -79,27 +148,40 @@ fn bios_machine_installs_the_test_os_and_boots_it() -> Result<()> {
     assert_eq!(m.snapshot.as_deref(), Some(SNAPSHOT), "{m:#?}");
 
     // Third boot: in use, so the appliance sends it to its disk, which boots the installed OS.
-    let vm = machine("install-3")?.start(&ns, dir.path())?;
-    let booted = vm.wait_for(MARKER, Duration::from_secs(300))?;
+    let vm = power_on("install-3")?.start(&ns, dir.path())?;
+    let to_disk = vm.wait_for(LOCAL_DISK_LINE, REGISTER_TIMEOUT)?;
+    let booted = vm.wait_for(MARKER, machine.boot_timeout)?;
     let console = vm.console().text();
+    let want = format!("{MARKER} serial={serial} snapshot={SNAPSHOT}");
+    assert!(console.contains(&want), "no {want:?}:\n{}", vm.report());
+    // The marker comes after the appliance's local-disk decision and through this firmware's
+    // boot path of the disk.
+    let after_decision = console
+        .find(LOCAL_DISK_LINE)
+        .and_then(|at| console.get(at..))
+        .unwrap_or_default();
     assert!(
-        console.contains("booting from the local disk"),
-        "{}",
+        after_decision.contains(machine.boot_path_line) && after_decision.contains(&want),
+        "expected {:?} and then the marker after {LOCAL_DISK_LINE:?}:\n{}",
+        machine.boot_path_line,
         vm.report()
     );
     assert!(
-        console.contains(&format!("serial={serial}"))
-            && console.contains(&format!("snapshot={SNAPSHOT}")),
-        "{}",
+        !console.contains(AGENT_STARTED),
+        "the agent ran on an in-use machine:\n{}",
         vm.report()
     );
-    assert!(
-        !console.contains("starting as PID 1"),
-        "the agent ran on an in-use machine"
-    );
+    // The test OS powers off after its marker.
+    vm.wait_exit(Duration::from_secs(60))?;
+    drop(vm);
+    let m = app.machine(&m.id)?;
+    assert_eq!(m.state, MachineState::InUse, "{m:#?}");
     announce(&format!(
-        "TIMING {test}: install boot -> in-use in {:.1} s; power-on -> installed OS marker in {:.1} s",
+        "TIMING {test}: power-on -> registered in {:.1} s; install boot -> installed in {:.1} s; \
+         in-use power-on -> local-disk script in {:.1} s -> installed OS marker in {:.1} s",
+        registered.as_secs_f64(),
         installed.as_secs_f64(),
+        to_disk.as_secs_f64(),
         booted.as_secs_f64()
     ));
     Ok(())

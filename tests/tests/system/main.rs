@@ -10,6 +10,7 @@ mod e2e;
 mod framework;
 mod install;
 mod recycle;
+mod recycle_nvme;
 mod scenarios;
 mod smoke;
 mod support;

@@ -198,3 +198,36 @@ fn boot_sector_layout() {
     assert_eq!((s[0x12], s[target(0x13)]), (0xeb, 0xac), "jmp -> lodsb");
     assert_eq!((s[0x15], s[target(0x16)]), (0xeb, 0xf4), "jmp -> hlt");
 }
+
+/// One 4 KiB canary block for wipe tests: a recognisable header and the block's index.
+pub(crate) fn canary_block(i: u64) -> Vec<u8> {
+    let mut b = format!("RACKHAND-CANARY-BLOCK-{i:012}-").into_bytes();
+    b.resize(4096, 0xA5);
+    b
+}
+
+/// Creates `path` as `size` bytes of [`canary_block`]s.
+pub(crate) fn fill_with_canaries(path: &Path, size: u64) -> Result<()> {
+    let io = |op: &'static str| move |e: std::io::Error| Error::IoOther { op, source: e };
+    let mut f = std::fs::File::create(path).map_err(io("creating the canary disk"))?;
+    for i in 0..size / 4096 {
+        f.write_all(&canary_block(i))
+            .map_err(io("writing canaries"))?;
+    }
+    f.sync_all().map_err(io("syncing the canary disk"))
+}
+
+/// Number of 4 KiB blocks of `path` that still hold a canary header.
+pub(crate) fn canary_blocks(path: &Path) -> Result<u64> {
+    let io = |op: &'static str| move |e: std::io::Error| Error::IoOther { op, source: e };
+    let mut f = std::fs::File::open(path).map_err(io("opening the disk image"))?;
+    let mut buf = vec![0u8; 4096];
+    let mut found = 0;
+    loop {
+        match std::io::Read::read_exact(&mut f, &mut buf) {
+            Ok(()) => found += u64::from(buf.starts_with(b"RACKHAND-CANARY-BLOCK-")),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(found),
+            Err(e) => return Err(io("scanning the disk image")(e)),
+        }
+    }
+}
