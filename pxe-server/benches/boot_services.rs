@@ -13,7 +13,9 @@
 //!   leases fsynced before every ACK; the bindings that arrive during one commit share the
 //!   next) at the same rates plus one more point offered at Kea's measured flood rate, then
 //!   dnsmasq (`--no-ping`, lease file on disk, fsync per change). Loggers at WARN.
-//!   Printed: completed DORA/s (perfdhcp's rate), drop % = 1 − ACKs/DISCOVERs,
+//!   perfdhcp waits 1 s after the sending period for replies in flight (`-W`), so an
+//!   exchange still in flight at the end is not a drop. Printed: completed DORA/s (ACKs
+//!   received ÷ the sending period), drop % = 1 − ACKs/DISCOVERs,
 //!   average DISCOVER→OFFER and REQUEST→ACK delays, server CPU µs per lease; then the
 //!   flood ratio pxe-server/Kea and pxe-server's drops at Kea's flood rate.
 //!   perfdhcp's 100M MACs are all unknown to pxe-server and each DISCOVER comes from a new
@@ -373,6 +375,10 @@ fn dhcp_point(ns: &Netns, kind: &str, rate: Option<u32>, secs: u32) -> Result<Dh
         "100000000",
         "-g",
         "single",
+        // After the sending period, wait 1 s for the replies still in flight instead of
+        // counting them as drops (the rate below is then ACKs over the sending period).
+        "-W",
+        "1000000",
     ];
     if let Some(r) = &rate_s {
         argv.extend(["-r", r]);
@@ -400,6 +406,8 @@ fn dhcp_point(ns: &Netns, kind: &str, rate: Option<u32>, secs: u32) -> Result<Dh
     {
         point.cpu_us_per_lease = Some((b - a) * 1e6 / point.acks as f64);
     }
+    // perfdhcp's own rate divides by the run time including the exit wait.
+    point.rate = point.acks as f64 / f64::from(secs.max(1));
     Ok(point)
 }
 

@@ -305,7 +305,7 @@ enum AfterCommit {
 #[derive(Debug)]
 struct Pending {
     mac: Mac,
-    /// The Upsert/Remove ops to persist, in order.
+    /// The Upsert/Remove ops to persist, in order (moved out when the commit starts).
     ops: Vec<LeaseOp>,
     /// How to take the ops back out of the table if the write fails, in apply order.
     undo: Vec<Undo>,
@@ -651,8 +651,13 @@ impl<S: LeaseStore> Server<S> {
         if self.queue.is_empty() {
             return None;
         }
-        let batch = std::mem::take(&mut self.queue);
-        let ops: Vec<LeaseOp> = batch.iter().flat_map(|p| p.ops.clone()).collect();
+        let mut batch = std::mem::take(&mut self.queue);
+        // Moved, not cloned: once queued for the store, a request needs only its undo list
+        // and its reply.
+        let ops: Vec<LeaseOp> = batch
+            .iter_mut()
+            .flat_map(|p| std::mem::take(&mut p.ops))
+            .collect();
         let store = self.store.clone();
         Some((
             batch,

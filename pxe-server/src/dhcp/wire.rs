@@ -547,8 +547,16 @@ pub fn encode_reply(r: &Reply) -> Result<Vec<u8>, EncodeError> {
             body.clone(),
         )));
     }
-    m.to_vec().map_err(EncodeError::Codec)
+    // Sized for a typical reply up front: growing from empty costs several reallocations
+    // per packet on the hot path.
+    let mut buf = Vec::with_capacity(REPLY_CAPACITY);
+    m.encode(&mut dhcproto::Encoder::new(&mut buf))
+        .map_err(EncodeError::Codec)?;
+    Ok(buf)
 }
+
+/// Initial buffer size of an encoded reply (BOOTP's 300-byte minimum plus typical options).
+const REPLY_CAPACITY: usize = 576;
 
 /// Build a client DISCOVER (used by the rogue-server probe and by tests).
 pub fn encode_discover(xid: u32, mac: Mac, broadcast: bool) -> Result<Vec<u8>, EncodeError> {
