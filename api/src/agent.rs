@@ -102,6 +102,12 @@ pub struct ProgressReport {
     /// Free text.
     #[serde(default)]
     pub message: Option<String>,
+    /// Bytes done so far (image bytes written, or bytes wiped), when the stage moves bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_done: Option<u64>,
+    /// Bytes the stage moves in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_total: Option<u64>,
 }
 
 /// Outcome of an order.

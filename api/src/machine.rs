@@ -143,9 +143,39 @@ pub struct MachineView {
     /// Serials or WWNs of disks the current recycle order keeps (does not wipe).
     #[serde(default)]
     pub keep_disks: Vec<String>,
+    /// How far the running install or wipe is, from the agent's progress reports (only in
+    /// `GET /api/v1/machines/{id}`, and only while an order runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<OrderProgress>,
     /// Creation time, Unix milliseconds.
     pub created_at_ms: i64,
     /// Last change, Unix milliseconds.
+    pub updated_at_ms: i64,
+}
+
+/// The running order's progress, summarised from the agent's reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderProgress {
+    /// `install` or `recycle`.
+    pub order: String,
+    /// The latest stage (`fetch-manifest`, `write`, `verify`, `wipe`, …).
+    pub stage: String,
+    /// Percent done, when known.
+    #[serde(default)]
+    pub percent: Option<u8>,
+    /// Bytes done, when the stage moves bytes.
+    #[serde(default)]
+    pub bytes_done: Option<u64>,
+    /// Bytes in all.
+    #[serde(default)]
+    pub bytes_total: Option<u64>,
+    /// Bytes per second over the recent reports of this stage.
+    #[serde(default)]
+    pub rate_bytes_per_sec: Option<u64>,
+    /// Seconds left at that rate.
+    #[serde(default)]
+    pub eta_secs: Option<u64>,
+    /// When the latest report arrived (Unix milliseconds).
     pub updated_at_ms: i64,
 }
 

@@ -10,8 +10,9 @@
 //!    mounted, swap, held by dm/md, read-only or not a block device; open it exclusively.
 //!    A [`CheckedTarget`] is the only way to get a writable disk handle.
 //! 3. [`write`]: stream a signed snapshot (`snapshot_tool::format`) onto it, verifying every
-//!    chunk, holding the first MiB back until the whole-image digest matched, resuming after
-//!    a dropped connection, reading back a sample, and re-reading the partition table.
+//!    chunk, clearing both ends of the disk just before the first write, holding the first
+//!    MiB back until every chunk verified, resuming after a dropped connection, reading back
+//!    a sample, and re-reading the partition table.
 //!
 //! The caller checks the manifest's signature (`format::verify_signature_any`) and parses it
 //! (`Manifest::parse`) before any of this; the writer takes a parsed [`Manifest`].

@@ -7,28 +7,43 @@
 //!      │  frame length + SHA-256, zstd, raw length + SHA-256
 //!      ▼
 //!  sequencer thread, strictly in chunk order: chunk 0's first MiB → held-back buffer,
-//!      │  every chunk → ImageVerifier (whole-image SHA-256)
+//!      │  every chunk → ImageVerifier (whole-image SHA-256; only with
+//!      │  WriteOptions::image_digest)
 //!      ▼
-//!  writer thread, in chunk order: zero chunk + ZeroPolicy::SkipKnownZeroed: not written,
-//!      │  otherwise pwrite from an aligned buffer (O_DIRECT if allowed)
+//!  writer thread, in chunk order: before the first write, zero the first and last MiB and
+//!      │  fsync; zero chunk + ZeroPolicy::SkipKnownZeroed: not written, otherwise pwrite
+//!      │  from an aligned buffer (O_DIRECT if allowed)
 //!      ▼
-//!  ImageVerifier (kept across resumes) ── finish(): whole-image SHA-256
-//!      ▼
-//!  fsync → read back a sample of chunks (page cache dropped) → write the first MiB → fsync
-//!      → read back chunk 0 → BLKRRPART
+//!  finish(): [whole-image SHA-256] → fsync → read back a sample of chunks (page cache
+//!      dropped) → write the first MiB → fsync → read back chunk 0 → BLKRRPART
 //! ```
+//!
+//! # What is verified
+//!
+//! The manifest is signed, and its chunk table tiles the image exactly (checked when it is
+//! parsed: every chunk's image offset and raw length follow from the geometry). Every stored
+//! chunk's frame and raw SHA-256 are checked against that table before the chunk is written;
+//! a zero chunk is not stored and is zeros by construction. So every byte that reaches the
+//! disk is covered by a signed digest, and recomputing the whole-image SHA-256 over all of
+//! them (zeros included) adds no integrity; it costs one single-threaded pass over the whole
+//! image, the slowest stage of the pipeline. It is therefore off by default
+//! ([`WriteOptions::image_digest`]); `snapshot-tool verify` still checks it offline, and
+//! [`WriteReport::computed_image_sha256`] says whether this install did.
 //!
 //! # Never a bootable half-image
 //!
-//! [`ImageWriter`] zeroes the first and the last MiB of the target and syncs before it writes
-//! any image byte: the first MiB holds the MBR, the primary GPT and the start of the boot
-//! area; the last holds the backup GPT that UEFI firmware falls back to when the primary is
-//! invalid. The image's own first MiB is written only in [`ImageWriter::finish`], after every
-//! chunk verified, the whole-image digest matched, the data was synced and a sample read back
-//! correctly. If anything fails after that write (sync, read-back of chunk 0), the first MiB is
-//! zeroed again (best effort: if the device fails that write too, it holds the complete image
-//! whose every chunk verified). So an interrupted or failed install never leaves a partition
-//! table over a partial image.
+//! [`ImageWriter`] zeroes the first and the last MiB of the target and syncs right before it
+//! writes the first image byte, and never if it writes none: a refusal before that (a bad
+//! first chunk, a cut stream, a wrong size) leaves the disk byte-for-byte as it was, and once
+//! any image byte is on the disk its old boot loader and partition tables are gone. The
+//! first MiB holds the MBR, the primary GPT and the start of the boot area; the last holds
+//! the backup GPT that UEFI firmware falls back to when the primary is invalid. The image's
+//! own first MiB is written only in [`ImageWriter::finish`], after every chunk verified (and
+//! the whole-image digest matched, when asked for), the data was synced and a sample read
+//! back correctly. If anything fails after that write (sync, read-back of chunk 0), the first
+//! MiB is zeroed again (best effort: if the device fails that write too, it holds the complete
+//! image whose every chunk verified). So an interrupted or failed install never leaves a
+//! partition table over a partial image.
 //!
 //! # Resuming
 //!
@@ -80,6 +95,12 @@ pub struct WriteOptions {
     pub zero_policy: ZeroPolicy,
     /// Chunks to read back and re-hash after writing (chunk 0 is always among them); at least 1.
     pub readback_chunks: u32,
+    /// Also recompute the whole-image SHA-256 over every byte (zeros included) and compare it
+    /// with the manifest's before the first MiB is released. Off by default: the signed
+    /// per-chunk digests already cover every byte written (see the module docs), and this
+    /// single-threaded pass is the pipeline's bottleneck. `snapshot-tool verify` checks the
+    /// whole-image digest offline.
+    pub image_digest: bool,
 }
 
 impl Default for WriteOptions {
@@ -87,6 +108,7 @@ impl Default for WriteOptions {
         Self {
             zero_policy: ZeroPolicy::WriteZeros,
             readback_chunks: DEFAULT_READBACK_CHUNKS,
+            image_digest: false,
         }
     }
 }
@@ -150,8 +172,13 @@ pub enum PartitionReread {
 /// What a successful write did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteReport {
-    /// The verified whole-image SHA-256.
+    /// The image's SHA-256 as the signed manifest states it. Every chunk written was
+    /// verified against the manifest's per-chunk digests.
     pub image_sha256: Sha256Digest,
+    /// The whole-image SHA-256 recomputed over the written bytes, when
+    /// [`WriteOptions::image_digest`] asked for it (it then equals `image_sha256`); `None`
+    /// when it was not computed.
+    pub computed_image_sha256: Option<Sha256Digest>,
     /// Image size in bytes.
     pub image_size: u64,
     /// Chunks in the image.
@@ -171,7 +198,8 @@ pub struct WriteReport {
 }
 
 /// Why a write failed. [`WriteError::code`] gives the stable reason code. Whatever the error,
-/// the first MiB of the target is zero when it is returned.
+/// the target's first MiB is either untouched (no image byte was written yet) or zero when it
+/// is returned, never part of the image.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WriteError {
@@ -198,7 +226,8 @@ pub enum WriteError {
     },
     /// The data did not verify, ended early, could not be read, or the whole image hashed
     /// to something else (the code is the format's: `chunk_digest_mismatch`,
-    /// `data_truncated`, `image_digest_mismatch`, ...).
+    /// `data_truncated`, `image_digest_mismatch` (only with [`WriteOptions::image_digest`]),
+    /// ...).
     #[error("snapshot data rejected")]
     Data(#[source] ChunkError),
     /// Opening the data source for an attempt failed.
@@ -292,7 +321,10 @@ pub struct ImageWriter<'m> {
     manifest: &'m Manifest,
     target: Box<dyn WriteTarget>,
     options: WriteOptions,
+    /// The whole-image hash, only with [`WriteOptions::image_digest`].
     verifier: Option<ImageVerifier>,
+    /// Whether the first and last MiB were zeroed and synced (right before the first write).
+    ends_cleared: bool,
     next: u64,
     head: AlignedBuf,
     staging: AlignedBuf,
@@ -314,7 +346,7 @@ impl std::fmt::Debug for ImageWriter<'_> {
 
 impl<'m> ImageWriter<'m> {
     /// Prepares to write `manifest`'s image to a disk that passed preflight. Checks size and
-    /// sector size, then zeroes the first and last MiB and syncs.
+    /// sector size; writes nothing (the ends are zeroed right before the first image byte).
     pub fn to_disk(
         target: CheckedTarget,
         manifest: &'m Manifest,
@@ -366,11 +398,12 @@ impl<'m> ImageWriter<'m> {
         // Chunk sizes are capped at 64 MiB by the format, so these fit any usize.
         let chunk_size = manifest.geometry().chunk_size() as usize;
         let head_len = image_size.min(HEAD_LEN) as usize;
-        let mut writer = Self {
+        let writer = Self {
             manifest,
             target,
             options,
-            verifier: Some(ImageVerifier::new(manifest)),
+            verifier: options.image_digest.then(|| ImageVerifier::new(manifest)),
+            ends_cleared: false,
             next: 0,
             head: AlignedBuf::zeroed(head_len, DIRECT_ALIGN),
             staging: AlignedBuf::zeroed(chunk_size.max(HEAD_LEN as usize), DIRECT_ALIGN),
@@ -379,17 +412,19 @@ impl<'m> ImageWriter<'m> {
             bytes_written: 0,
             zero_chunks_skipped: 0,
         };
-        writer.clear_ends()?;
         Ok(writer)
     }
 
-    /// Zeroes the first and the last MiB of the target (see the module docs) and syncs.
-    fn clear_ends(&mut self) -> Result<(), WriteError> {
-        let capacity = self.target.capacity();
-        let len = capacity.min(HEAD_LEN);
-        self.zero_range(0, len)?;
-        self.zero_range(capacity - len, len)?;
-        self.sync()
+    /// Zeroes the first and the last MiB of the target and syncs, unless the streaming
+    /// pipeline already did before its first write (see the module docs).
+    fn ensure_ends_cleared(&mut self) -> Result<(), WriteError> {
+        if !self.ends_cleared {
+            let len = self.target.capacity().min(HEAD_LEN) as usize;
+            let zeros = self.staging.fill_zero(len);
+            clear_ends(self.target.as_mut(), zeros)?;
+            self.ends_cleared = true;
+        }
+        Ok(())
     }
 
     fn zero_range(&mut self, offset: u64, len: u64) -> Result<(), WriteError> {
@@ -442,9 +477,11 @@ impl<'m> ImageWriter<'m> {
     /// resumable error, call again with a fresh reader; on any other error the writer is
     /// spent.
     ///
-    /// Chunks are verified and decompressed on several threads, hashed into the whole-image
-    /// digest on another and written on another, always in chunk order (see `pipeline`);
-    /// `reader` and `progress` stay on the calling thread.
+    /// Chunks are verified and decompressed on several threads, put back in order (and
+    /// hashed into the whole-image digest, when asked for) on another and written on another,
+    /// always in chunk order (see `pipeline`); `reader` and `progress` stay on the calling
+    /// thread. The first write of a feed that writes anything is preceded by the zeroing of
+    /// the target's ends, once per writer.
     pub fn feed<R: Read>(
         &mut self,
         mut reader: R,
@@ -488,23 +525,22 @@ impl<'m> ImageWriter<'m> {
             target,
             options,
             verifier,
+            ends_cleared,
             next,
             head,
             bytes_written,
             zero_chunks_skipped,
             ..
         } = self;
-        let Some(verifier) = verifier.as_mut() else {
-            return Err(WriteError::AlreadyFailed { code: "internal" });
-        };
         pipeline::run(
             pipeline::Stages {
                 manifest,
                 decoders,
-                verifier,
+                verifier: verifier.as_mut(),
                 head,
                 target: target.as_mut(),
                 zero_policy: options.zero_policy,
+                ends_cleared,
                 bytes_written,
                 zero_chunks_skipped,
                 next,
@@ -515,8 +551,10 @@ impl<'m> ImageWriter<'m> {
         )
     }
 
-    /// Completes the install once every chunk is written: whole-image digest, sync, read-back
-    /// sample, the held-back first MiB, sync, read-back of chunk 0, partition-table re-read.
+    /// Completes the install once every chunk is written: the whole-image digest (only with
+    /// [`WriteOptions::image_digest`]), the zeroing of the ends if no chunk was written yet,
+    /// sync, read-back sample, the held-back first MiB, sync, read-back of chunk 0,
+    /// partition-table re-read.
     pub fn finish(
         mut self,
         progress: &mut dyn FnMut(&Progress),
@@ -531,11 +569,16 @@ impl<'m> ImageWriter<'m> {
                 count,
             });
         }
-        let image_sha256 = match self.verifier.take() {
-            Some(v) => v.finish().map_err(WriteError::Data)?,
-            None => return Err(WriteError::AlreadyFailed { code: "internal" }),
+        let computed_image_sha256 = match self.verifier.take() {
+            Some(v) => Some(v.finish().map_err(WriteError::Data)?),
+            None => None,
         };
+        let image_sha256 = self.manifest.image_sha256();
         progress(&self.progress(Phase::Verifying));
+        // Nothing written while streaming (the image is only its first MiB, or every other
+        // chunk was a skipped zero chunk): the ends are cleared now, before the read-back
+        // looks at them and before the head goes out.
+        self.ensure_ends_cleared()?;
         self.sync()?;
         self.drop_cache()?;
         let samples = sample_chunks(count, self.options.readback_chunks, &image_sha256);
@@ -559,6 +602,7 @@ impl<'m> ImageWriter<'m> {
         };
         Ok(WriteReport {
             image_sha256,
+            computed_image_sha256,
             image_size: self.manifest.image_size(),
             chunks: count,
             zero_chunks_skipped: self.zero_chunks_skipped,
@@ -629,9 +673,9 @@ fn progress_at(manifest: &Manifest, next: u64, phase: Phase) -> Progress {
 ///
 /// ```text
 ///  caller thread         decoders (1 per core, ≤ 4)   sequencer              writer
-///  read frame i ──job──► frame SHA-256, zstd,   ──►   reorder by index, ──►  pwrite (O_DIRECT)
-///  (reader, progress)    raw SHA-256, copy to         first MiB → head,      in chunk order
-///      ▲                 an aligned buffer            image SHA-256          │
+///  read frame i ──job──► frame SHA-256, zstd,   ──►   reorder by index, ──►  [zero the ends]
+///  (reader, progress)    raw SHA-256, copy to         first MiB → head,      pwrite (O_DIRECT)
+///      ▲                 an aligned buffer            [image SHA-256]        in chunk order
 ///      └──────────────────────────── done(i): progress, next = i + 1 ◄───────┘
 /// ```
 ///
@@ -653,24 +697,30 @@ mod pipeline {
 
     use snapshot_tool::format::{ChunkEntry, ChunkError, ChunkVerifier, ImageVerifier, Manifest};
 
-    use super::{Phase, Progress, WriteError, ZeroPolicy, progress_at, target_error};
+    use super::{Phase, Progress, WriteError, ZeroPolicy, clear_ends, progress_at, target_error};
     use crate::io::DIRECT_ALIGN;
     use crate::io::aligned::AlignedBuf;
     use crate::io::target::{WriteTarget, write_all_at};
 
-    /// Most decoder threads (beyond that the single-threaded image hash is the bound).
+    /// Most decoder threads (beyond that the in-order writer, or the single-threaded image
+    /// hash when it is on, is the bound).
     pub(super) const MAX_DECODERS: usize = 4;
     /// Budget for chunks in flight (each holds a frame and a raw buffer of up to a chunk).
     pub(super) const IN_FLIGHT_BYTES: usize = 96 << 20;
+    /// Frames are read in pieces of at most this size; between pieces, chunks that landed
+    /// meanwhile are reported (a 4 MiB frame takes seconds on a slow link).
+    const READ_PIECE: usize = 256 << 10;
 
     /// What the pipeline works on: the writer's state, lent for one `feed`.
     pub(super) struct Stages<'a> {
         pub(super) manifest: &'a Manifest,
         pub(super) decoders: Vec<ChunkVerifier>,
-        pub(super) verifier: &'a mut ImageVerifier,
+        pub(super) verifier: Option<&'a mut ImageVerifier>,
         pub(super) head: &'a mut AlignedBuf,
         pub(super) target: &'a mut dyn WriteTarget,
         pub(super) zero_policy: ZeroPolicy,
+        /// Whether the target's ends were already zeroed (set by the first write).
+        pub(super) ends_cleared: &'a mut bool,
         pub(super) bytes_written: &'a mut u64,
         pub(super) zero_chunks_skipped: &'a mut u64,
         pub(super) next: &'a mut u64,
@@ -711,7 +761,8 @@ mod pipeline {
     struct Shared {
         /// Raw buffers returned by the writer.
         pool: Mutex<Vec<AlignedBuf>>,
-        /// Zeros, one chunk long, for zero chunks.
+        /// Zeros, one chunk long (at least [`super::HEAD_LEN`]), for zero chunks and for
+        /// clearing the target's ends.
         zeros: AlignedBuf,
         /// Set by a stage that failed: everyone stops taking new work.
         stop: AtomicBool,
@@ -756,6 +807,7 @@ mod pipeline {
             head,
             target,
             zero_policy,
+            ends_cleared,
             bytes_written,
             zero_chunks_skipped,
             next,
@@ -767,7 +819,7 @@ mod pipeline {
             (IN_FLIGHT_BYTES / (2 * chunk_size.max(1))).clamp(2, 2 * decoders.len() + 2);
         let shared = Shared {
             pool: Mutex::new(Vec::new()),
-            zeros: AlignedBuf::zeroed(chunk_size, DIRECT_ALIGN),
+            zeros: AlignedBuf::zeroed(chunk_size.max(super::HEAD_LEN as usize), DIRECT_ALIGN),
             stop: AtomicBool::new(false),
             chunk_size,
         };
@@ -817,16 +869,16 @@ mod pipeline {
                         target,
                         write_rx,
                         done_tx,
-                        zero_policy,
-                        head_len(manifest),
-                        (bytes_written, zero_chunks_skipped),
+                        (zero_policy, head_len(manifest)),
+                        (ends_cleared, bytes_written, zero_chunks_skipped),
                         shared,
                     )
                 })
                 .map_err(spawn_failed)?;
 
             // The calling thread: read frames in order, keep at most `in_flight_max` chunks
-            // between here and the writer, report progress as chunks land.
+            // between here and the writer, report progress as chunks land (checked between
+            // pieces of a frame too, so progress does not wait for a large frame's last byte).
             let mut in_flight = 0usize;
             let mut read_result = Ok(());
             let mut landed = |index: u64, next: &mut u64| {
@@ -834,6 +886,10 @@ mod pipeline {
                 progress(&progress_at(manifest, *next, Phase::Writing));
             };
             'read: for index in start..count {
+                while let Ok(i) = done_rx.try_recv() {
+                    in_flight -= 1;
+                    landed(i, next);
+                }
                 while in_flight >= in_flight_max {
                     match done_rx.recv() {
                         Ok(i) => {
@@ -852,7 +908,18 @@ mod pipeline {
                 let len = entry.compressed_len() as usize;
                 let mut frame = frame_rx.try_recv().unwrap_or_default();
                 frame.resize(len, 0);
-                if let Err(e) = reader.read_exact(&mut frame) {
+                let mut read = Ok(());
+                for piece in frame.chunks_mut(READ_PIECE) {
+                    read = reader.read_exact(piece);
+                    if read.is_err() {
+                        break;
+                    }
+                    while let Ok(i) = done_rx.try_recv() {
+                        in_flight -= 1;
+                        landed(i, next);
+                    }
+                }
+                if let Err(e) = read {
                     read_result = Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
                         ChunkError::DataTruncated {
                             index,
@@ -936,12 +1003,12 @@ mod pipeline {
     }
 
     /// The sequencer thread: put chunks back in order, keep the first MiB, feed the image
-    /// digest, pass chunks to the writer.
+    /// digest (when there is one), pass chunks to the writer.
     fn sequence(
         start: u64,
         decoded: Receiver<Decoded>,
         to_writer: Sender<Chunk>,
-        verifier: &mut ImageVerifier,
+        mut verifier: Option<&mut ImageVerifier>,
         head: &mut AlignedBuf,
         shared: &Shared,
     ) -> Result<(), WriteError> {
@@ -958,10 +1025,12 @@ mod pipeline {
                 if want == 0 {
                     head.copy_from(raw.get(..head.capacity()).unwrap_or(raw));
                 }
-                verifier.update(want, raw).map_err(|e| {
-                    shared.halt();
-                    WriteError::Data(e)
-                })?;
+                if let Some(verifier) = verifier.as_deref_mut() {
+                    verifier.update(want, raw).map_err(|e| {
+                        shared.halt();
+                        WriteError::Data(e)
+                    })?;
+                }
                 if to_writer.send(chunk).is_err() {
                     // The writer stopped with its own error.
                     return Ok(());
@@ -973,14 +1042,14 @@ mod pipeline {
     }
 
     /// The writer thread: write chunks in order (chunk 0 without its first MiB), skip zero
-    /// chunks when allowed, recycle buffers, report each chunk done.
+    /// chunks when allowed, recycle buffers, report each chunk done. Right before its first
+    /// write (if any), zero the target's ends and sync, unless an earlier feed did.
     fn write(
         target: &mut dyn WriteTarget,
         chunks: Receiver<Chunk>,
         done: Sender<u64>,
-        zero_policy: ZeroPolicy,
-        head_len: usize,
-        (bytes_written, zero_chunks_skipped): (&mut u64, &mut u64),
+        (zero_policy, head_len): (ZeroPolicy, usize),
+        (ends_cleared, bytes_written, zero_chunks_skipped): (&mut bool, &mut u64, &mut u64),
         shared: &Shared,
     ) -> Result<(), WriteError> {
         for chunk in chunks.iter() {
@@ -993,6 +1062,15 @@ mod pipeline {
                 let rest = raw.get(held..).unwrap_or_default();
                 let offset = chunk.entry.image_offset + held as u64;
                 if !rest.is_empty() {
+                    if !*ends_cleared {
+                        let len = target.capacity().min(super::HEAD_LEN) as usize;
+                        let zeros = shared.zeros.as_slice().get(..len).unwrap_or_default();
+                        if let Err(e) = clear_ends(target, zeros) {
+                            shared.halt();
+                            return Err(e);
+                        }
+                        *ends_cleared = true;
+                    }
                     if let Err(e) = write_all_at(target, rest, offset) {
                         shared.halt();
                         return Err(target_error("write", target, offset, e));
@@ -1010,6 +1088,19 @@ mod pipeline {
         }
         Ok(())
     }
+}
+
+/// Zeroes the first and the last `zeros.len()` bytes of `target` (its first and last MiB,
+/// or all of a target smaller than that; see the module docs) and syncs.
+fn clear_ends(target: &mut dyn WriteTarget, zeros: &[u8]) -> Result<(), WriteError> {
+    let capacity = target.capacity();
+    let len = zeros.len() as u64;
+    let tail = capacity.saturating_sub(len);
+    write_all_at(target, zeros, 0).map_err(|e| target_error("zero", target, 0, e))?;
+    write_all_at(target, zeros, tail).map_err(|e| target_error("zero", target, tail, e))?;
+    target
+        .sync()
+        .map_err(|e| target_error("sync", target, 0, e))
 }
 
 fn target_error(
@@ -1140,6 +1231,11 @@ mod tests {
         mem.bytes()[..MIB].iter().all(|&b| b == 0)
     }
 
+    /// Nothing was written: every byte still holds [`MemTarget`]'s initial 0xEE.
+    fn untouched(mem: &MemTarget) -> bool {
+        mem.bytes().iter().all(|&b| b == 0xEE)
+    }
+
     /// The image's boot sector (512 × 0xB0) is nowhere in the target's first sector. A
     /// failure while zeroing can leave old bytes (0xEE) or a corrupted zero write (0xFF),
     /// but the image's head is written only after success.
@@ -1172,6 +1268,8 @@ mod tests {
         assert!(bytes[7 * MIB..].iter().all(|&b| b == 0));
         assert_eq!(report.image_sha256, m.image_sha256());
         assert_eq!(report.image_sha256, Sha256Digest::of(&img));
+        // Off by default: the per-chunk digests covered every byte.
+        assert_eq!(report.computed_image_sha256, None);
         assert_eq!(report.readback, vec![0, 1, 2, 3, 4]);
         assert_eq!(report.bytes_written, img.len() as u64);
         assert_eq!(report.attempts, 1);
@@ -1190,7 +1288,7 @@ mod tests {
     }
 
     #[test]
-    fn a_tampered_chunk_is_refused_and_the_head_stays_zero() {
+    fn a_tampered_chunk_after_writes_is_refused_and_the_head_stays_zero() {
         let img = image();
         let (m, mut data) = snapshot(&img);
         let at = m.resume_offset(3).unwrap() as usize + 10;
@@ -1200,13 +1298,93 @@ mod tests {
         let err = w.feed(&data[..], &mut no_progress()).unwrap_err();
         assert_eq!(err.code(), "chunk_digest_mismatch");
         assert!(!err.is_resumable());
+        // Chunks 1 and 2 were written, so both ends were cleared first; the image's head
+        // was held back.
+        let bytes = mem.bytes();
         assert!(head_is_zero(&mem));
+        assert!(no_image_in_head(&mem));
+        assert_eq!(&bytes[MIB..3 * MIB], &img[MIB..3 * MIB]);
+        assert!(bytes[3 * MIB..7 * MIB].iter().all(|&b| b == 0xEE));
+        assert!(bytes[7 * MIB..].iter().all(|&b| b == 0));
         // The writer is spent: neither feed nor finish go on.
         let err = w.feed(&data[..], &mut no_progress()).unwrap_err();
         assert_eq!(err.code(), "writer_failed");
         let err = w.finish(&mut no_progress()).unwrap_err();
         assert_eq!(err.code(), "writer_failed");
         assert!(head_is_zero(&mem));
+    }
+
+    #[test]
+    fn a_refusal_before_the_first_write_leaves_the_disk_unchanged() {
+        let img = image();
+        let (m, data) = snapshot(&img);
+        // A flipped byte in chunk 0 (the first stored chunk) and in chunk 1 (chunk 0 is
+        // exactly the held-back MiB, so nothing was written before chunk 1 either): refused,
+        // and not one byte of the target changed.
+        for (chunk, what) in [(0, "chunk 0"), (1, "chunk 1")] {
+            let mut bad = data.clone();
+            bad[m.resume_offset(chunk).unwrap() as usize + 10] ^= 0x40;
+            let mem = MemTarget::new(8 * MIB);
+            let target = FaultTarget::new(mem.clone(), vec![]);
+            let mut w = ImageWriter::with_target(Box::new(target), &m, all_chunks()).unwrap();
+            let err = w.feed(&bad[..], &mut no_progress()).unwrap_err();
+            match &err {
+                WriteError::Data(ChunkError::ChunkDigestMismatch { index, .. }) => {
+                    assert_eq!(*index, chunk, "{what}");
+                }
+                other => panic!("{what}: unexpected {other:?}"),
+            }
+            assert!(untouched(&mem), "{what}: the disk changed");
+            let err = w.finish(&mut no_progress()).unwrap_err();
+            assert_eq!(err.code(), "writer_failed", "{what}");
+            assert!(untouched(&mem), "{what}: the disk changed");
+        }
+
+        // A stream cut inside chunk 1: nothing written, the disk unchanged; the resume
+        // clears the ends before its first write and completes the exact image.
+        let mem = MemTarget::new(8 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let cut = m.resume_offset(1).unwrap() as usize + 10;
+        let err = w.feed(&data[..cut], &mut no_progress()).unwrap_err();
+        assert_eq!(err.code(), "data_truncated");
+        assert_eq!(w.resume_point().chunk, 1);
+        assert!(untouched(&mem));
+        let at = w.resume_point().data_offset as usize;
+        w.feed(&data[at..], &mut no_progress()).unwrap();
+        assert!(head_is_zero(&mem));
+        w.finish(&mut no_progress()).unwrap();
+        let bytes = mem.bytes();
+        assert_eq!(&bytes[..img.len()], &img[..]);
+        assert!(bytes[7 * MIB..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn ends_are_cleared_at_finish_when_streaming_wrote_nothing() {
+        // Chunk 0 is the only stored chunk and exactly the held-back MiB; chunks 1 and 2 are
+        // zero and skipped on a disk that reads zeros there. The old head and backup-GPT
+        // area (0xEE) must still be cleared: the tail by finish, the head by the image.
+        let mut img = vec![0u8; 3 * MIB];
+        for (i, b) in img[..MIB].iter_mut().enumerate() {
+            *b = (i % 251) as u8 + 1;
+        }
+        let (m, data) = snapshot(&img);
+        assert_eq!(m.zero_chunks(), 2);
+        let mem = MemTarget::new(6 * MIB);
+        let mut zeroed = FaultTarget::new(mem.clone(), vec![]);
+        write_all_at(&mut zeroed, &vec![0; 4 * MIB], MIB as u64).unwrap();
+        let skip = WriteOptions {
+            zero_policy: ZeroPolicy::SkipKnownZeroed,
+            ..all_chunks()
+        };
+        let mut w = ImageWriter::with_target(Box::new(zeroed), &m, skip).unwrap();
+        w.feed(&data[..], &mut no_progress()).unwrap();
+        // Nothing written yet: the old head is still there.
+        assert!(mem.bytes()[..MIB].iter().all(|&b| b == 0xEE));
+        let report = w.finish(&mut no_progress()).unwrap();
+        assert_eq!(report.zero_chunks_skipped, 2);
+        let bytes = mem.bytes();
+        assert_eq!(&bytes[..img.len()], &img[..]);
+        assert!(bytes[5 * MIB..].iter().all(|&b| b == 0));
     }
 
     #[test]
@@ -1312,7 +1490,8 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.code(), "data_truncated");
         assert_eq!(calls, 3);
-        assert!(head_is_zero(&mem));
+        // No attempt got as far as a whole chunk: nothing was written.
+        assert!(untouched(&mem));
     }
 
     #[test]
@@ -1341,6 +1520,8 @@ mod tests {
         assert_eq!(mem.bytes(), img);
     }
 
+    /// With [`WriteOptions::image_digest`] on, a manifest whose whole-image digest does not
+    /// match its chunks is refused before the head goes out; off, the chunks alone decide.
     #[test]
     fn a_wrong_image_digest_keeps_the_head_zero() {
         let img = image();
@@ -1353,14 +1534,33 @@ mod tests {
         .unwrap();
         let m =
             Manifest::from_parts(geometry, good.chunks().to_vec(), Sha256Digest([7; 32])).unwrap();
+        let digest = WriteOptions {
+            image_digest: true,
+            ..all_chunks()
+        };
         let mem = MemTarget::new(8 * MIB);
-        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, digest).unwrap();
         w.feed(&data[..], &mut no_progress()).unwrap();
         let err = w.finish(&mut no_progress()).unwrap_err();
         assert_eq!(err.code(), "image_digest_mismatch");
         assert!(head_is_zero(&mem));
         // Every other chunk was written: only the head is withheld.
         assert_eq!(&mem.bytes()[MIB..img.len()], &img[MIB..]);
+
+        // The genuine manifest with the digest on: computed, and equal.
+        let mem = MemTarget::new(8 * MIB);
+        let w = ImageWriter::with_target(Box::new(mem.clone()), &good, digest).unwrap();
+        let report = write_image(w, 1, |_| Ok(&data[..]), &mut no_progress()).unwrap();
+        assert_eq!(report.computed_image_sha256, Some(Sha256Digest::of(&img)));
+        assert_eq!(&mem.bytes()[..img.len()], &img[..]);
+
+        // Off, the per-chunk digests decide: every chunk verified, so the image is written
+        // and the report says the whole-image digest was not computed.
+        let mem = MemTarget::new(8 * MIB);
+        let w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let report = write_image(w, 1, |_| Ok(&data[..]), &mut no_progress()).unwrap();
+        assert_eq!(report.computed_image_sha256, None);
+        assert_eq!(&mem.bytes()[..img.len()], &img[..]);
     }
 
     /// 40 one-MiB chunks: distinct pseudo-random data, every seventh chunk all zero.
@@ -1418,9 +1618,14 @@ mod tests {
 
         // Cut in the middle of chunk 29's frame: exactly chunks 0..29 are done, and a
         // second attempt from the resume offset completes the exact image.
+        // The whole-image digest on, so it is carried across the resume.
         let cut = m.resume_offset(29).unwrap() as usize + 10;
         let mem = MemTarget::new(48 * MIB);
-        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let digest = WriteOptions {
+            image_digest: true,
+            ..all_chunks()
+        };
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, digest).unwrap();
         let err = w.feed(&data[..cut], &mut no_progress()).unwrap_err();
         assert_eq!(err.code(), "data_truncated");
         let at = w.resume_point();
@@ -1430,7 +1635,54 @@ mod tests {
             .unwrap();
         let report = w.finish(&mut no_progress()).unwrap();
         assert_eq!(report.image_sha256, Sha256Digest::of(&img));
+        assert_eq!(report.computed_image_sha256, Some(Sha256Digest::of(&img)));
         assert_eq!(&mem.bytes()[..img.len()], &img[..]);
+    }
+
+    /// A reader that hands out at most 16 KiB per call, pausing 2 ms each time (a slow link),
+    /// and counts what it handed out.
+    struct Slow<'a> {
+        data: &'a [u8],
+        given: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Read for Slow<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            let n = buf.len().min(16 << 10).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            self.given.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn progress_is_reported_while_a_later_frame_is_still_being_read() {
+        let img = many_chunks();
+        let (m, data) = snapshot(&img);
+        let given = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mem = MemTarget::new(48 * MIB);
+        let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
+        let mut first: Option<usize> = None;
+        let reader = Slow {
+            data: &data[..],
+            given: given.clone(),
+        };
+        w.feed(reader, &mut |p: &Progress| {
+            if p.chunks_done == 1 {
+                first = Some(given.load(std::sync::atomic::Ordering::SeqCst));
+            }
+        })
+        .unwrap();
+        // Chunk 0 landed while the reader was still in the frames after it, not once the
+        // in-flight window was full: within two frames of chunk 0's end.
+        let read_when_reported = first.unwrap();
+        let limit = m.resume_offset(3).unwrap() as usize;
+        assert!(
+            read_when_reported < limit,
+            "chunk 0 reported after {read_when_reported} bytes were read (limit {limit})"
+        );
     }
 
     #[test]
@@ -1477,6 +1729,7 @@ mod tests {
         let skip = WriteOptions {
             zero_policy: ZeroPolicy::SkipKnownZeroed,
             readback_chunks: u32::MAX,
+            image_digest: false,
         };
         // Old contents (0xEE) where the zero chunk goes: the read-back catches the false claim.
         let mem = MemTarget::new(8 * MIB);

@@ -188,7 +188,51 @@ pub fn order_lines(m: &MachineView) -> Vec<String> {
             m.keep_disks.join(", ").escape_debug()
         ));
     }
+    if let Some(p) = &m.progress {
+        out.push(format!("progress:      {}", progress_text(p)));
+    }
     out
+}
+
+/// `write 45% (960.0 MiB of 2.0 GiB, 85.3 MiB/s, ETA 13 s)` (pure).
+pub fn progress_text(p: &pxe_api::machine::OrderProgress) -> String {
+    let mut s = format!("{} {}", p.order, p.stage.escape_debug());
+    if let Some(pct) = p.percent {
+        s.push_str(&format!(" {pct}%"));
+    }
+    let mut parts = Vec::new();
+    match (p.bytes_done, p.bytes_total) {
+        (Some(d), Some(t)) => parts.push(format!("{} of {}", bytes(d), bytes(t))),
+        (Some(d), None) => parts.push(bytes(d)),
+        _ => {}
+    }
+    if let Some(r) = p.rate_bytes_per_sec {
+        parts.push(format!("{}/s", bytes(r)));
+    }
+    if let Some(e) = p.eta_secs {
+        parts.push(format!("ETA {e} s"));
+    }
+    if !parts.is_empty() {
+        s.push_str(&format!(" ({})", parts.join(", ")));
+    }
+    s.push_str(&format!(", reported {} UTC", fmt_time(p.updated_at_ms)));
+    s
+}
+
+/// Bytes in binary units with one decimal.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS.get(unit).unwrap_or(&"B"))
+    }
 }
 
 /// Runs an operator command.
@@ -309,6 +353,34 @@ fn simple(api: &ApiArgs, id: &str, action: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn progress_reads_like_a_progress_line() {
+        let p = pxe_api::machine::OrderProgress {
+            order: "install".into(),
+            stage: "write".into(),
+            percent: Some(45),
+            bytes_done: Some(960 << 20),
+            bytes_total: Some(2 << 30),
+            rate_bytes_per_sec: Some(85 << 20),
+            eta_secs: Some(13),
+            updated_at_ms: 0,
+        };
+        assert_eq!(
+            super::progress_text(&p),
+            "install write 45% (960.0 MiB of 2.0 GiB, 85.0 MiB/s, ETA 13 s), reported \
+             1970-01-01 00:00:00 UTC"
+        );
+        let bare = pxe_api::machine::OrderProgress {
+            percent: None,
+            bytes_done: Some(512),
+            bytes_total: None,
+            rate_bytes_per_sec: None,
+            eta_secs: None,
+            ..p
+        };
+        assert!(super::progress_text(&bare).starts_with("install write (512 B), reported"));
+    }
+
     #[test]
     fn order_lines_show_attempts_next_attempt_and_kept_disks() {
         let mut m: pxe_api::MachineView = serde_json::from_value(serde_json::json!({

@@ -14,6 +14,7 @@ pub mod dhcp;
 pub mod http;
 pub mod identity;
 pub mod lifecycle;
+pub mod progress;
 pub mod run;
 pub mod store;
 pub mod tftp;

@@ -736,6 +736,8 @@ fn after_register<T: Transport>(
             env!("CARGO_PKG_VERSION"),
             resp.state
         )),
+        bytes_done: None,
+        bytes_total: None,
     };
     // Progress is best effort, but a revoked token still ends the boot.
     match api.progress(&progress) {
@@ -844,6 +846,8 @@ mod tests {
                 stage: "write".into(),
                 percent: Some(50),
                 message: None,
+                bytes_done: None,
+                bytes_total: None,
             });
             let (outcome, code) = self
                 .outcomes
@@ -1193,6 +1197,8 @@ mod tests {
                 stage: "wipe".into(),
                 percent: Some(40),
                 message: None,
+                bytes_done: None,
+                bytes_total: None,
             });
             self.outcomes
                 .pop_front()

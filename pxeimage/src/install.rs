@@ -13,14 +13,20 @@
 //!    ▼
 //!  write_image: GET data.zst with `Range: bytes=<resume offset>-`, a few attempts
 //!    ▼
-//!  finish (digest, read-back, first MiB last) → ResultReport success → reboot
+//!  finish (read-back, first MiB last) → ResultReport success → reboot
 //! ```
 //!
 //! Any failure becomes a [`InstallError`] whose [`code`](InstallError::code) is the reason code
 //! of the layer that refused (`bad_signature`, `no_disk_fits`, `chunk_digest_mismatch`, ...),
 //! reported as `outcome: failure`. The appliance keeps the machine in `installing`, so the next
 //! poll hands out the order again and the agent starts over from scratch (a fresh writer
-//! zeroes the disk's head again; nothing is trusted from the failed attempt).
+//! zeroes the disk's ends again before its first write; nothing is trusted from the failed
+//! attempt). A refusal before the first image byte (signature, length, a bad first chunk)
+//! leaves the disk unchanged.
+//!
+//! Every chunk is checked against the signed manifest's per-chunk digests as it streams; the
+//! whole-image digest is not recomputed (see [`installer::WriteOptions::image_digest`]), and
+//! the result report says so (`image_digest_computed`).
 //!
 //! The decisions ([`snapshot_url`], [`parse_keys`], [`verify_manifest`], [`check_range`],
 //! [`InstallError::code`]) are pure; [`load_keys`], [`HttpSnapshot`] and [`install`] do I/O.
@@ -338,6 +344,8 @@ pub fn progress_report(
         stage: stage.to_owned(),
         percent,
         message,
+        bytes_done: None,
+        bytes_total: None,
     }
 }
 
@@ -526,8 +534,8 @@ pub fn install(
 }
 
 /// [`install`], asking `confirm` right before the target is opened for writing (the first
-/// byte written is the zeroed head); on `Err` nothing is written
-/// ([`InstallError::OrderWithdrawn`]).
+/// bytes written, once the first chunk past the held-back MiB verified, are the zeroed
+/// ends); on `Err` nothing is written ([`InstallError::OrderWithdrawn`]).
 pub fn install_confirmed(
     http: &HttpSnapshot,
     keys: &[PublicKey],
@@ -633,11 +641,15 @@ pub fn install_confirmed(
             .is_none_or(|l| pct >= l.saturating_add(5) || (pct == 100 && l != 100))
         {
             last_percent = Some(pct);
-            progress(progress_report(
-                "write",
-                Some(pct),
-                Some(format!("{} of {} chunks", p.chunks_done, p.chunk_count)),
-            ));
+            progress(ProgressReport {
+                bytes_done: Some(p.image_bytes_done),
+                bytes_total: Some(p.image_size),
+                ..progress_report(
+                    "write",
+                    Some(pct),
+                    Some(format!("{} of {} chunks", p.chunks_done, p.chunk_count)),
+                )
+            });
         }
     };
     let result = installer::write_image(
@@ -694,6 +706,7 @@ pub fn result_report(snapshot: &str, outcome: &Result<Installed, InstallError>) 
                 "snapshot": snapshot,
                 "target": done.target,
                 "image_sha256": done.report.image_sha256.to_hex(),
+                "image_digest_computed": done.report.computed_image_sha256.is_some(),
                 "image_size": done.report.image_size,
                 "chunks": done.report.chunks,
                 "attempts": done.report.attempts,

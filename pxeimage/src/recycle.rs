@@ -271,6 +271,8 @@ pub fn recycle(
                 },
             )),
             message: Some(format!("disk {} ({} bytes)", disk.name, disk.size_bytes)),
+            bytes_done: None,
+            bytes_total: None,
         });
         let record = match check(&target_disk(disk), paths, 0, ExistingPartitions::Overwrite) {
             Err(e) => WipeRecord::refused(&plan, e.code(), e.to_string()),
@@ -292,6 +294,8 @@ pub fn recycle(
                         stage: stage.to_owned(),
                         percent: Some(pct),
                         message: Some(format!("disk {}", disk.name)),
+                        bytes_done: Some(p.done),
+                        bytes_total: Some(p.total),
                     });
                 })
             }

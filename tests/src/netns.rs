@@ -239,6 +239,25 @@ impl Netns {
         .map(drop)
     }
 
+    /// Aborts every connected TCP socket of the namespace whose local port is `port`
+    /// (`ss -K`, which needs `CONFIG_INET_DIAG_DESTROY`): the peer gets a reset. A stopped
+    /// server's sockets otherwise outlive it, and the kernel keeps sending what was queued
+    /// and closes cleanly, so a client may still receive a whole response "after" the stop.
+    /// Returns the sockets aborted (one line each, as `ss` lists them).
+    pub fn abort_tcp(&self, port: u16) -> Result<Vec<String>> {
+        let filter = format!("( sport = :{port} )");
+        let out = self.exec_ok(
+            &NsCommand::new("ss").args(["-K", "-t", "-n", "-H", "state", "connected", &filter]),
+            IP_TIMEOUT,
+        )?;
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
     fn check_dev(&self, dev: &str) -> Result<()> {
         if dev == BRIDGE || self.taps.iter().any(|t| t == dev) {
             Ok(())

@@ -250,6 +250,7 @@ pub(super) async fn register(
                     attempts: 0,
                     next_attempt_at_ms: None,
                     keep_disks: Vec::new(),
+                    progress: None,
                     created_at_ms: now,
                     updated_at_ms: now,
                 };
@@ -369,7 +370,11 @@ pub(super) async fn progress(
     let (tok, m) = authenticate(&st, &headers).await?;
     let m = require_bound(m)?;
     let p: ProgressReport = parse_json(body)?;
-    if p.order.len() > 64 || p.stage.len() > 64 || p.percent.is_some_and(|x| x > 100) {
+    if p.order.len() > 64
+        || p.stage.len() > 64
+        || p.percent.is_some_and(|x| x > 100)
+        || matches!((p.bytes_done, p.bytes_total), (Some(d), Some(t)) if d > t)
+    {
         return Err(ApiFailure::bad_request(
             "invalid_body",
             "order/stage too long or percent > 100",
@@ -386,6 +391,7 @@ pub(super) async fn progress(
             reason: message,
             detail: Some(serde_json::json!({
                 "order": p.order, "stage": p.stage, "percent": p.percent,
+                "bytes_done": p.bytes_done, "bytes_total": p.bytes_total,
             })),
             ..NewEvent::default()
         })

@@ -203,7 +203,15 @@ pub(super) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<MachineView>, ApiFailure> {
     authenticate(&st, &headers)?;
-    Ok(Json(find(&st, &id).await?))
+    let mut m = find(&st, &id).await?;
+    if matches!(m.state, MachineState::Installing | MachineState::Recycling) {
+        let events = st
+            .store
+            .recent_progress(&m.id, crate::progress::WINDOW)
+            .await?;
+        m.progress = crate::progress::summarize(&events);
+    }
+    Ok(Json(m))
 }
 
 /// `GET /api/v1/machines/{id}/history`.

@@ -584,23 +584,45 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(q("history"))?;
-        rows.iter()
-            .map(|r| {
-                let detail: Option<String> = r.try_get("detail").map_err(q("history"))?;
-                Ok(EventView {
-                    seq: r.try_get("seq").map_err(q("history"))?,
-                    at_ms: r.try_get("at_ms").map_err(q("history"))?,
-                    actor: r.try_get("actor").map_err(q("history"))?,
-                    kind: r.try_get("kind").map_err(q("history"))?,
-                    from_state: r.try_get("from_state").map_err(q("history"))?,
-                    to_state: r.try_get("to_state").map_err(q("history"))?,
-                    reason: r.try_get("reason").map_err(q("history"))?,
-                    detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
-                })
-            })
-            .collect()
+        events_of(&rows)
     }
 
+    /// The machine's latest `progress` and `transition` events, newest first, at most
+    /// `limit` (what [`crate::progress::summarize`] needs).
+    pub async fn recent_progress(&self, machine_id: &str, limit: i64) -> Result<Vec<EventView>> {
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, actor, kind, from_state, to_state, reason, detail FROM events \
+             WHERE machine_id = $1 AND kind IN ('progress', 'transition') \
+             ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(machine_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(q("recent_progress"))?;
+        events_of(&rows)
+    }
+}
+
+fn events_of(rows: &[AnyRow]) -> Result<Vec<EventView>> {
+    rows.iter()
+        .map(|r| {
+            let detail: Option<String> = r.try_get("detail").map_err(q("history"))?;
+            Ok(EventView {
+                seq: r.try_get("seq").map_err(q("history"))?,
+                at_ms: r.try_get("at_ms").map_err(q("history"))?,
+                actor: r.try_get("actor").map_err(q("history"))?,
+                kind: r.try_get("kind").map_err(q("history"))?,
+                from_state: r.try_get("from_state").map_err(q("history"))?,
+                to_state: r.try_get("to_state").map_err(q("history"))?,
+                reason: r.try_get("reason").map_err(q("history"))?,
+                detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+            })
+        })
+        .collect()
+}
+
+impl Store {
     // ---------------------------------------------------------------- tokens
 
     /// Stores a new per-boot token and the boot event. For an unknown MAC, earlier unbound
@@ -780,6 +802,7 @@ fn machine_from_row(r: &AnyRow) -> Result<MachineView> {
             .try_get("order_not_before_ms")
             .map_err(q("decode machine"))?,
         keep_disks,
+        progress: None,
         state: MachineState::from_str(&state)
             .map_err(|_| corrupt(format!("machine {id}: unknown state {state:?}")))?,
         identity_kind: match kind.as_str() {

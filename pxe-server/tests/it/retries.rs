@@ -438,3 +438,55 @@ fn recycling_a_machine_in_use_needs_confirmation() {
         200
     );
 }
+
+#[test]
+fn machine_show_reports_the_running_install_s_progress() {
+    let s = Server::start();
+    let mac = "52:54:00:c1:00:0b";
+    let (id, _) = register(&s, "PROGRESS-1", mac);
+    let (st, body) = s.op_post(
+        &format!("/api/v1/machines/{id}/install"),
+        r#"{"snapshot":"deb12"}"#,
+    );
+    assert_eq!(st, 200, "{body}");
+    // No report yet for this order.
+    assert_eq!(machine(&s, &id).get("progress"), None);
+    let (_, tok) = s.boot(mac);
+    let tok = tok.unwrap();
+    let progress = |body: Value| {
+        let (st, resp) = s.agent_post(&tok, "/api/v1/agent/progress", &body.to_string());
+        assert_eq!(st, 204, "{resp}");
+    };
+    progress(json!({"order": "install", "stage": "select-disk", "message": "vda"}));
+    progress(json!({"order": "install", "stage": "write", "percent": 10,
+                    "bytes_done": 100u64 << 20, "bytes_total": 1000u64 << 20}));
+    std::thread::sleep(Duration::from_millis(300));
+    progress(json!({"order": "install", "stage": "write", "percent": 50,
+                    "bytes_done": 500u64 << 20, "bytes_total": 1000u64 << 20}));
+    let p = machine(&s, &id)["progress"].clone();
+    assert_eq!(p["order"], "install");
+    assert_eq!(p["stage"], "write");
+    assert_eq!(p["percent"], 50);
+    assert_eq!(p["bytes_done"], 500u64 << 20);
+    let rate = p["rate_bytes_per_sec"].as_u64().expect("a rate");
+    // 400 MiB in a bit more than 300 ms.
+    assert!(rate > (100 << 20) && rate < (1400 << 20), "{p}");
+    let eta = p["eta_secs"].as_u64().expect("an ETA");
+    assert_eq!(eta, (500u64 << 20).div_ceil(rate), "{p}");
+    // Bytes past the total are refused.
+    let (st, resp) = s.agent_post(
+        &tok,
+        "/api/v1/agent/progress",
+        &json!({"order": "install", "stage": "write", "bytes_done": 2, "bytes_total": 1})
+            .to_string(),
+    );
+    assert_eq!((st, code(&resp).as_str()), (400, "invalid_body"), "{resp}");
+    // Done: the machine leaves `installing` and the progress goes with the order.
+    let (st, resp) = s.agent_post(
+        &tok,
+        "/api/v1/agent/result",
+        r#"{"order":"install","outcome":"success"}"#,
+    );
+    assert_eq!(st, 200, "{resp}");
+    assert_eq!(machine(&s, &id).get("progress"), None);
+}

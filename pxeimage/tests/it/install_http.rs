@@ -332,15 +332,18 @@ fn installs_and_resumes_a_cut_download_with_a_range_request() {
     assert!(stages.contains(&"write"));
     assert!(stages.contains(&"finish"));
     assert!(progress.iter().all(|p| p.order == "install"));
+    // The agent relies on the signed per-chunk digests; the report says the whole-image
+    // digest was not recomputed.
+    assert_eq!(done.report.computed_image_sha256, None);
     let report = install::result_report("test", &Ok(done));
     assert_eq!(report.outcome, Outcome::Success);
-    assert_eq!(
-        report.detail.unwrap()["image_sha256"],
-        m.image_sha256().to_hex()
-    );
+    let detail = report.detail.unwrap();
+    assert_eq!(detail["image_sha256"], m.image_sha256().to_hex());
+    assert_eq!(detail["image_digest_computed"], false);
 }
 
-/// (what, faults, trusted keys, expected code, `data.zst` asked for, disk touched)
+/// (what, faults, trusted keys, expected code, `data.zst` asked for, disk touched: some image
+/// byte was written, so both ends were zeroed first; untouched: byte-for-byte unchanged)
 type Case<'a> = (&'a str, Faults, &'a [PublicKey], &'a str, bool, bool);
 
 #[test]
@@ -348,8 +351,15 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
     let fx = fixture();
     let trusted = [fx.key.public()];
     let stranger = [SecretKey::from_seed(&[10; 32]).public()];
+    let m = manifest(&fx);
     // A cut past chunk 1, so the resume needs a Range request.
-    let cut = manifest(&fx).resume_offset(2).unwrap() as usize + 100;
+    let cut = m.resume_offset(2).unwrap() as usize + 100;
+    // Chunk 0 (the first stored chunk, exactly the held-back MiB) and chunk 2 (after chunk
+    // 1 was written).
+    let in_chunk_0 = 3000;
+    assert!(in_chunk_0 < m.resume_offset(1).unwrap() as usize);
+    let in_chunk_2 = m.resume_offset(2).unwrap() as usize + 100;
+    assert!(!m.chunk(2).unwrap().is_zero());
     let cases: Vec<Case<'_>> = vec![
         (
             "tampered manifest",
@@ -402,9 +412,20 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
             true,
         ),
         (
-            "flipped data byte",
+            "flipped data byte in the first stored chunk (nothing written yet)",
             Faults {
-                flip_data_byte: Some(3000),
+                flip_data_byte: Some(in_chunk_0),
+                ..Faults::default()
+            },
+            &trusted,
+            "chunk_digest_mismatch",
+            true,
+            false,
+        ),
+        (
+            "flipped data byte in chunk 2 (chunk 1 written)",
+            Faults {
+                flip_data_byte: Some(in_chunk_2),
                 ..Faults::default()
             },
             &trusted,
@@ -434,7 +455,7 @@ fn refusals_carry_their_reason_codes_and_leave_no_boot_sector() {
         if touched {
             assert!(head_is_zero(&fx.target), "{what}: boot sector left");
         } else {
-            // Nothing was opened for writing.
+            // Nothing was written (the disk may have been opened, not changed).
             assert!(
                 std::fs::read(&fx.target)
                     .unwrap()

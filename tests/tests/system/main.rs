@@ -9,6 +9,7 @@ mod appliance;
 mod e2e;
 mod framework;
 mod install;
+mod install_faults;
 mod recycle;
 mod recycle_nvme;
 mod scenarios;
