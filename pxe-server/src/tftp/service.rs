@@ -415,6 +415,13 @@ async fn drive(
     let mut out = Vec::with_capacity(usize::from(session.blksize()) + 4);
     let mut rbuf = vec![0u8; SESSION_BUF];
     let mut stray_replies = ReplyBudget::default();
+    // Created once, not per packet: a fresh `cancelled()` registers (and drops) a waiter
+    // under the token's lock and a fresh `sleep_until` a timer entry, on every block of a
+    // lock-step transfer.
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
+    let timer = tokio::time::sleep_until(base);
+    tokio::pin!(timer);
     let end = loop {
         if let Err(reason) = flush(session, socket, &mut reader, &mut out, stats).await {
             reply_error(socket, peer, ErrorCode::NotDefined, "read error").await;
@@ -424,8 +431,11 @@ async fn drive(
             break Ok(());
         }
         let deadline = session.poll_at().map_or(base, |d| base + d.since_epoch());
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
-            () = token.cancelled() => break Err("cancelled"),
+            () = &mut cancelled => break Err("cancelled"),
             r = socket.recv_from(&mut rbuf) => match r {
                 Ok((n, from)) => {
                     let bytes = rbuf.get(..n).unwrap_or_default();
@@ -454,7 +464,7 @@ async fn drive(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
-            () = tokio::time::sleep_until(deadline) => session.on_timeout(now()),
+            () = &mut timer => session.on_timeout(now()),
         }
     };
     match (end, session.status()) {
