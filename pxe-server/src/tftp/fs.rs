@@ -144,40 +144,61 @@ impl BlockReader {
         }
     }
 
-    /// Returns `len` bytes at `offset`.
-    pub async fn read(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+    fn cached(&self, offset: u64, len: usize) -> bool {
         let end = offset.saturating_add(len as u64);
         let cached_end = self.start.saturating_add(self.buf.len() as u64);
-        if offset < self.start || end > cached_end {
-            let file = Arc::clone(&self.file);
-            let want = len.max(READ_CHUNK);
-            let mut buf = std::mem::take(&mut self.buf);
-            let buf = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
-                buf.resize(want, 0);
-                let mut filled = 0;
-                while let Some(rest) = buf.get_mut(filled..)
-                    && !rest.is_empty()
-                {
-                    match file.read_at(rest, offset.saturating_add(filled as u64)) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                }
-                buf.truncate(filled);
-                Ok(buf)
-            })
-            .await
-            .map_err(io::Error::other)??;
-            self.buf = buf;
-            self.start = offset;
-        }
-        let from = usize::try_from(offset - self.start).unwrap_or(usize::MAX);
+        offset >= self.start && end <= cached_end
+    }
+
+    fn slice(&self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        let from = usize::try_from(offset.saturating_sub(self.start)).unwrap_or(usize::MAX);
         self.buf
             .get(from..from.saturating_add(len))
             .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while served"))
     }
+
+    /// Returns `len` bytes at `offset`, reading ahead on tokio's blocking pool.
+    pub async fn read(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        if !self.cached(offset, len) {
+            let file = Arc::clone(&self.file);
+            let want = len.max(READ_CHUNK);
+            let buf = std::mem::take(&mut self.buf);
+            let buf = tokio::task::spawn_blocking(move || fill(&file, buf, offset, want))
+                .await
+                .map_err(io::Error::other)??;
+            self.buf = buf;
+            self.start = offset;
+        }
+        self.slice(offset, len)
+    }
+
+    /// [`BlockReader::read`] for a caller that may block (a session on its own thread).
+    pub fn read_blocking(&mut self, offset: u64, len: usize) -> io::Result<&[u8]> {
+        if !self.cached(offset, len) {
+            let buf = std::mem::take(&mut self.buf);
+            self.buf = fill(&self.file, buf, offset, len.max(READ_CHUNK))?;
+            self.start = offset;
+        }
+        self.slice(offset, len)
+    }
+}
+
+/// Reads up to `want` bytes at `offset` into `buf` (reused), stopping early at end of file.
+fn fill(file: &File, mut buf: Vec<u8>, offset: u64, want: usize) -> io::Result<Vec<u8>> {
+    buf.resize(want, 0);
+    let mut filled = 0;
+    while let Some(rest) = buf.get_mut(filled..)
+        && !rest.is_empty()
+    {
+        match file.read_at(rest, offset.saturating_add(filled as u64)) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 #[cfg(test)]

@@ -20,6 +20,11 @@
 //!
 //! Cancel-safety: `recv_from` and `sleep_until` are cancel-safe, so the `select!` loops lose no
 //! datagram when the timer or the shutdown token wins.
+//!
+//! A lock-step session (windowsize 1, what PXE ROMs ask for) runs on its own blocking thread
+//! instead ([`drive_blocking`]): its rate is one round trip per block, and a thread blocked in
+//! `recvfrom` answers an ACK sooner than a task woken through the reactor. It looks at its
+//! retransmission deadline and the shutdown token every 50 ms.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -387,6 +392,44 @@ async fn run_session(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let span = tracing::info_span!("tftp", peer = %peer, file = %safe.display(), size = file.size,
         blksize = session.blksize(), windowsize = session.windowsize());
+    if session.windowsize() == 1 {
+        // Lock-step: every block waits for one ACK, so the transfer rate is one round trip
+        // per block and a thread blocked in recvfrom answers an ACK sooner than a task woken
+        // through the reactor. Such a session gets its own blocking thread (bounded by the
+        // session caps, like tftpd-hpa's process per transfer).
+        let std_socket = match socket
+            .into_std()
+            .and_then(|s| s.set_nonblocking(false).map(|()| s))
+            .and_then(|s| s.set_read_timeout(Some(BLOCKING_POLL)).map(|()| s))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                if stats.reject("socket_failed") {
+                    warn!(peer = %peer, error = %e, "cannot set up a lock-step TFTP session socket (rate-limited log)");
+                }
+                return;
+            }
+        };
+        let shared = Arc::clone(&shared);
+        let token = token.clone();
+        let base = std::time::Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            let _entered = span.enter();
+            drive_blocking(
+                &mut session,
+                &std_socket,
+                BlockReader::new(file.file),
+                base,
+                &shared.stats,
+                &token,
+            );
+        })
+        .await;
+        if let Err(e) = done {
+            warn!(peer = %peer, error = %e, "TFTP session thread failed");
+        }
+        return;
+    }
     drive(
         &mut session,
         &socket,
@@ -399,6 +442,117 @@ async fn run_session(
     .await;
 }
 
+/// How long a lock-step session's thread blocks in one receive before it looks at its
+/// retransmission deadline and the shutdown token again.
+const BLOCKING_POLL: Duration = Duration::from_millis(50);
+
+/// [`drive`] for a lock-step session on its own thread: blocking receives with a short
+/// timeout, the same pure [`Session`], the same outcomes.
+fn drive_blocking(
+    session: &mut Session,
+    socket: &std::net::UdpSocket,
+    mut reader: BlockReader,
+    base: std::time::Instant,
+    stats: &TftpStats,
+    token: &CancellationToken,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    debug!("TFTP transfer started (lock-step thread)");
+    let now = || Instant::from_duration(base.elapsed());
+    let peer = session.peer();
+    let mut out = Vec::with_capacity(usize::from(session.blksize()) + 4);
+    let mut rbuf = vec![0u8; SESSION_BUF];
+    let mut stray_replies = ReplyBudget::default();
+    let send = |out: &[u8], to: SocketAddr| {
+        if let Err(e) = socket.send_to(out, to)
+            && stats.reject("send_failed")
+        {
+            debug!(error = %e, "TFTP send failed (rate-limited log)");
+        }
+    };
+    let end = loop {
+        if token.is_cancelled() {
+            break Err("cancelled");
+        }
+        let mut read_failed = false;
+        while let Some(tx) = session.poll_transmit() {
+            out.clear();
+            match tx {
+                Transmit::Oack(bytes) => out.extend_from_slice(bytes),
+                Transmit::Data { block, offset, len } => match reader.read_blocking(offset, len) {
+                    Ok(data) => {
+                        packet::encode_data(block, data, &mut out);
+                        stats.data_sent.fetch_add(1, Relaxed);
+                        stats.bytes_sent.fetch_add(len as u64, Relaxed);
+                    }
+                    Err(e) => {
+                        if stats.reject("read_failed") {
+                            warn!(error = %e, offset, "reading a served file failed");
+                        }
+                        read_failed = true;
+                        break;
+                    }
+                },
+            }
+            send(&out, peer);
+        }
+        if read_failed {
+            out.clear();
+            packet::encode_error(ErrorCode::NotDefined, "read error", &mut out);
+            send(&out, peer);
+            break Err("read_failed");
+        }
+        if session.status().is_finished() {
+            break Ok(());
+        }
+        if session.poll_at().is_some_and(|d| d <= now()) {
+            session.on_timeout(now());
+            continue;
+        }
+        match socket.recv_from(&mut rbuf) {
+            Ok((n, from)) => {
+                let bytes = rbuf.get(..n).unwrap_or_default();
+                match session.handle(from, bytes, now()) {
+                    Handled::StrayTid => {
+                        if stats.reject("stray_tid") {
+                            warn!(stray = %from, "TFTP packet from an unknown transfer ID (rate-limited log)");
+                        }
+                        if stray_replies.allow(tokio::time::Instant::now()) {
+                            out.clear();
+                            packet::encode_error(
+                                ErrorCode::UnknownTid,
+                                "unknown transfer ID",
+                                &mut out,
+                            );
+                            send(&out, from);
+                        }
+                    }
+                    Handled::Ignored(reason) => {
+                        if stats.reject(reason) {
+                            debug!(reason, "TFTP packet ignored in session (rate-limited log)");
+                        }
+                    }
+                    Handled::Progress | Handled::Aborted(_) => {}
+                }
+            }
+            // The poll interval passed: look at the deadline and the token again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => {
+                if stats.reject("recv_failed") {
+                    debug!(error = %e, "TFTP session receive failed (rate-limited log)");
+                }
+                // Transient by nature on UDP; pause so a persistent error cannot spin.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    record_end(end, session, stats);
+}
+
 /// Runs a started session to its end and records the outcome.
 async fn drive(
     session: &mut Session,
@@ -408,7 +562,6 @@ async fn drive(
     stats: &TftpStats,
     token: &CancellationToken,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
     debug!("TFTP transfer started");
     let now = || Instant::from_duration(base.elapsed());
     let peer = session.peer();
@@ -467,6 +620,12 @@ async fn drive(
             () = &mut timer => session.on_timeout(now()),
         }
     };
+    record_end(end, session, stats);
+}
+
+/// Counts and logs how a session ended.
+fn record_end(end: Result<(), &'static str>, session: &Session, stats: &TftpStats) {
+    use std::sync::atomic::Ordering::Relaxed;
     match (end, session.status()) {
         (Ok(()), Status::Complete) => {
             stats.sessions_completed.fetch_add(1, Relaxed);
