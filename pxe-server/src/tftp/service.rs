@@ -442,6 +442,34 @@ async fn run_session(
     .await;
 }
 
+/// Feeds a datagram received on a session's socket to the session, counting and logging
+/// what it ignores. True when the sender, another transfer ID, should get ERROR 5 (within the
+/// session's stray-reply budget).
+fn feed(
+    session: &mut Session,
+    from: SocketAddr,
+    bytes: &[u8],
+    now: Instant,
+    stats: &TftpStats,
+    stray_replies: &mut ReplyBudget,
+) -> bool {
+    match session.handle(from, bytes, now) {
+        Handled::StrayTid => {
+            if stats.reject("stray_tid") {
+                warn!(stray = %from, "TFTP packet from an unknown transfer ID (rate-limited log)");
+            }
+            stray_replies.allow(tokio::time::Instant::now())
+        }
+        Handled::Ignored(reason) => {
+            if stats.reject(reason) {
+                debug!(reason, "TFTP packet ignored in session (rate-limited log)");
+            }
+            false
+        }
+        Handled::Progress | Handled::Aborted(_) => false,
+    }
+}
+
 /// How long a lock-step session's thread blocks in one receive before it looks at its
 /// retransmission deadline and the shutdown token again.
 const BLOCKING_POLL: Duration = Duration::from_millis(50);
@@ -512,27 +540,10 @@ fn drive_blocking(
         match socket.recv_from(&mut rbuf) {
             Ok((n, from)) => {
                 let bytes = rbuf.get(..n).unwrap_or_default();
-                match session.handle(from, bytes, now()) {
-                    Handled::StrayTid => {
-                        if stats.reject("stray_tid") {
-                            warn!(stray = %from, "TFTP packet from an unknown transfer ID (rate-limited log)");
-                        }
-                        if stray_replies.allow(tokio::time::Instant::now()) {
-                            out.clear();
-                            packet::encode_error(
-                                ErrorCode::UnknownTid,
-                                "unknown transfer ID",
-                                &mut out,
-                            );
-                            send(&out, from);
-                        }
-                    }
-                    Handled::Ignored(reason) => {
-                        if stats.reject(reason) {
-                            debug!(reason, "TFTP packet ignored in session (rate-limited log)");
-                        }
-                    }
-                    Handled::Progress | Handled::Aborted(_) => {}
+                if feed(session, from, bytes, now(), stats, &mut stray_replies) {
+                    out.clear();
+                    packet::encode_error(ErrorCode::UnknownTid, "unknown transfer ID", &mut out);
+                    send(&out, from);
                 }
             }
             // The poll interval passed: look at the deadline and the token again.
@@ -592,21 +603,8 @@ async fn drive(
             r = socket.recv_from(&mut rbuf) => match r {
                 Ok((n, from)) => {
                     let bytes = rbuf.get(..n).unwrap_or_default();
-                    match session.handle(from, bytes, now()) {
-                        Handled::StrayTid => {
-                            if stats.reject("stray_tid") {
-                                warn!(stray = %from, "TFTP packet from an unknown transfer ID (rate-limited log)");
-                            }
-                            if stray_replies.allow(tokio::time::Instant::now()) {
-                                reply_error(socket, from, ErrorCode::UnknownTid, "unknown transfer ID").await;
-                            }
-                        }
-                        Handled::Ignored(reason) => {
-                            if stats.reject(reason) {
-                                debug!(reason, "TFTP packet ignored in session (rate-limited log)");
-                            }
-                        }
-                        Handled::Progress | Handled::Aborted(_) => {}
+                    if feed(session, from, bytes, now(), stats, &mut stray_replies) {
+                        reply_error(socket, from, ErrorCode::UnknownTid, "unknown transfer ID").await;
                     }
                 }
                 Err(e) => {
