@@ -749,6 +749,28 @@ impl Vm<'_> {
             })
     }
 
+    /// Waits for QEMU to exit after the agent ended its boot. The agent's PID 1 prints
+    /// `; on_exit=` just before it reboots; if that line is on the console but the guest has
+    /// not gone down within `timeout` (a TCG guest starved on a loaded host can hang in its
+    /// reboot path: soft lockups, RCU stalls), the VM is stopped like a machine that is
+    /// power-cycled, with a warning, and `Ok(false)` is returned. Without that line a timeout
+    /// is an error, as with [`Vm::wait_exit`].
+    pub fn wait_end_of_boot(&self, timeout: Duration) -> Result<bool> {
+        match self.wait_exit(timeout) {
+            Ok(_) => Ok(true),
+            Err(e) if self.console().text().contains("; on_exit=") => {
+                crate::gate::announce(&format!(
+                    "WARN {}: the agent ended its boot but the guest did not go down within                      {timeout:?}; stopping it ({})",
+                    self.name,
+                    e.to_string().lines().next().unwrap_or_default()
+                ));
+                self.stop();
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Console and QEMU output tails, for failure messages.
     pub fn report(&self) -> String {
         format!(

@@ -129,7 +129,7 @@ fn installs_the_test_os_and_boots_it(test: &str, machine: &Machine<'_>) -> Resul
     )?;
     assert_eq!(reply.status, 200, "install: {}", reply.body);
     // The waiting agent's token dies with the state change; it reboots (QEMU exits: -no-reboot).
-    vm.wait_exit(Duration::from_secs(180))?;
+    vm.wait_end_of_boot(Duration::from_secs(180))?;
     drop(vm);
 
     // Second boot: the agent installs, verifies, reports, and ends the boot (QEMU exits).
@@ -141,7 +141,7 @@ fn installs_the_test_os_and_boots_it(test: &str, machine: &Machine<'_>) -> Resul
         "{}",
         vm.report()
     );
-    vm.wait_exit(Duration::from_secs(180))?;
+    vm.wait_end_of_boot(Duration::from_secs(120))?;
     drop(vm);
     let (m, _) =
         app.wait_for_machine(serial, MachineState::InUse, Duration::from_secs(30), None)?;

@@ -530,7 +530,7 @@ fn tampered_snapshots_are_refused_with_their_reason_codes() -> Result<()> {
     )?;
     assert_eq!(again.status, 409, "second install order: {}", again.body);
     assert!(again.body.contains("already_in_state"), "{}", again.body);
-    vm.wait_exit(Duration::from_secs(180))?;
+    vm.wait_end_of_boot(Duration::from_secs(180))?;
     drop(vm);
 
     // The install boot: every variant is tried by this one agent, which keeps polling after
@@ -776,7 +776,7 @@ fn interrupted_installs_never_boot_a_half_image_and_the_retry_completes() -> Res
         &serde_json::json!({ "snapshot": SNAPSHOT }),
     )?;
     assert_eq!(reply.status, 200, "install: {}", reply.body);
-    vm.wait_exit(Duration::from_secs(180))?;
+    vm.wait_end_of_boot(Duration::from_secs(180))?;
     drop(vm);
 
     // 1. Power cut mid-stream. The tap is throttled once the agent runs (iPXE has loaded the
@@ -848,7 +848,7 @@ fn interrupted_installs_never_boot_a_half_image_and_the_retry_completes() -> Res
         &disk,
         &image,
     )?;
-    vm.wait_exit(Duration::from_secs(180))?;
+    vm.wait_end_of_boot(Duration::from_secs(180))?;
     let during = vm.console().text();
     drop(vm);
     let (m, _) =

@@ -98,13 +98,13 @@ fn recycled_machine_is_wiped_verified_and_available() -> Result<()> {
     )?;
     assert_eq!(reply.status, 200, "recycle: {}", reply.body);
     assert!(reply.body.contains(kept_serial), "{}", reply.body);
-    vm.wait_exit(Duration::from_secs(180))?;
+    vm.wait_end_of_boot(Duration::from_secs(180))?;
     drop(vm);
 
     // The agent boots for the recycle order, wipes, verifies, reports, and reboots.
     let vm = machine("recycle-2")?.start(&ns, dir.path())?;
     let started = std::time::Instant::now();
-    vm.wait_exit(REGISTER_TIMEOUT)?;
+    vm.wait_end_of_boot(REGISTER_TIMEOUT)?;
     let took = started.elapsed();
     drop(vm);
     let (m, _) = app.wait_for_machine(

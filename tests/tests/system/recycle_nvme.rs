@@ -71,13 +71,13 @@ fn recycled_nvme_machine_is_purged_verified_and_available() -> Result<()> {
         &serde_json::json!({}),
     )?;
     assert_eq!(reply.status, 200, "recycle: {}", reply.body);
-    vm.wait_exit(Duration::from_secs(180))?;
+    vm.wait_end_of_boot(Duration::from_secs(180))?;
     drop(vm);
 
     // The agent boots for the recycle order, purges, verifies, reports, and reboots.
     let vm = machine("recycle-nvme-2")?.start(&ns, dir.path())?;
     let started = std::time::Instant::now();
-    vm.wait_exit(REGISTER_TIMEOUT)?;
+    vm.wait_end_of_boot(REGISTER_TIMEOUT)?;
     let took = started.elapsed();
     drop(vm);
     let (m, _) = app.wait_for_machine(
