@@ -4,8 +4,6 @@
 //! machine is `available` again, a host-side scan of the first disk image finds no canary
 //! block, and the kept disk's image is byte-identical (sha256 before and after).
 
-use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
 use pxe_api::MachineState;
@@ -15,38 +13,7 @@ use rackhand_tests::{
     Appliance, ApplianceConfig, DiskFormat, Error, Netns, Result, VmBuilder, WorkDir, test_mac,
 };
 
-use crate::support::{REGISTER_TIMEOUT, VM_NEEDS, sha256};
-
-/// One 4 KiB canary block: a recognisable header and the block's index.
-fn canary(i: u64) -> Vec<u8> {
-    let mut b = format!("RACKHAND-CANARY-BLOCK-{i:012}-").into_bytes();
-    b.resize(4096, 0xA5);
-    b
-}
-
-fn fill_with_canaries(path: &Path, size: u64) -> Result<()> {
-    let io = |op: &'static str| move |e: std::io::Error| Error::IoOther { op, source: e };
-    let mut f = std::fs::File::create(path).map_err(io("creating the canary disk"))?;
-    for i in 0..size / 4096 {
-        f.write_all(&canary(i)).map_err(io("writing canaries"))?;
-    }
-    f.sync_all().map_err(io("syncing the canary disk"))
-}
-
-/// Number of 4 KiB blocks of `path` that still hold a canary header.
-fn canary_blocks(path: &Path) -> Result<u64> {
-    let io = |op: &'static str| move |e: std::io::Error| Error::IoOther { op, source: e };
-    let mut f = std::fs::File::open(path).map_err(io("opening the disk image"))?;
-    let mut buf = vec![0u8; 4096];
-    let mut found = 0;
-    loop {
-        match f.read_exact(&mut buf) {
-            Ok(()) => found += u64::from(buf.starts_with(b"RACKHAND-CANARY-BLOCK-")),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(found),
-            Err(e) => return Err(io("scanning the disk image")(e)),
-        }
-    }
-}
+use crate::support::{REGISTER_TIMEOUT, VM_NEEDS, canary_blocks, fill_with_canaries, sha256};
 
 #[test]
 fn recycled_machine_is_wiped_verified_and_available() -> Result<()> {
