@@ -120,6 +120,26 @@ fn erase_minutes(w: u16) -> Option<u32> {
     (units != 0).then_some(units * 2)
 }
 
+impl AtaSecurity {
+    /// Why the drive's security state forbids a secure erase now, as a reason code (`None`:
+    /// it allows one). Pure; the planner and the executor's re-check both use it.
+    pub fn erase_refusal(&self) -> Option<&'static str> {
+        if !self.supported {
+            Some("ata_security_unsupported")
+        } else if self.frozen {
+            Some("ata_frozen")
+        } else if self.locked {
+            Some("ata_locked")
+        } else if self.enabled {
+            Some("ata_security_enabled")
+        } else if self.count_expired {
+            Some("ata_count_expired")
+        } else {
+            None
+        }
+    }
+}
+
 /// Parses IDENTIFY DEVICE data.
 pub fn parse_identify(b: &[u8]) -> Result<AtaSecurity, AtaParseError> {
     let b = b.get(..SECTOR).ok_or(AtaParseError::Truncated(b.len()))?;

@@ -372,27 +372,10 @@ fn ata_identify(file: &File) -> Result<ata::AtaSecurity, PurgeError> {
     ata::parse_identify(&buf).map_err(|e| soft(e.code(), e.to_string()))
 }
 
-/// Why the drive's current security state forbids an erase (nothing sent yet).
-fn ata_refusal(s: &ata::AtaSecurity) -> Option<&'static str> {
-    if !s.supported {
-        Some("ata_security_unsupported")
-    } else if s.frozen {
-        Some("ata_frozen")
-    } else if s.locked {
-        Some("ata_locked")
-    } else if s.enabled {
-        Some("ata_security_enabled")
-    } else if s.count_expired {
-        Some("ata_count_expired")
-    } else {
-        None
-    }
-}
-
 fn ata_erase(file: &File, mode: EraseMode) -> Result<(), PurgeError> {
     // Re-read the state right before acting: the plan's facts may be minutes old.
     let before = ata_identify(file)?;
-    if let Some(code) = ata_refusal(&before) {
+    if let Some(code) = before.erase_refusal() {
         return Err(soft(code, format!("security state now: {before:?}")));
     }
     if mode == EraseMode::Enhanced && !before.enhanced_supported {

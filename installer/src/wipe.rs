@@ -405,18 +405,8 @@ fn purge_methods(facts: &DiskFacts) -> (Vec<Method>, Vec<String>) {
                 .is_some_and(|t| t.eq_ignore_ascii_case("sata") || t.eq_ignore_ascii_case("ata"));
             let refusal = if !a.direct || !transport_ok {
                 Some("ata_not_direct")
-            } else if !s.supported {
-                Some("ata_security_unsupported")
-            } else if s.frozen {
-                Some("ata_frozen")
-            } else if s.locked {
-                Some("ata_locked")
-            } else if s.enabled {
-                Some("ata_security_enabled")
-            } else if s.count_expired {
-                Some("ata_count_expired")
             } else {
-                None
+                s.erase_refusal()
             };
             match refusal {
                 Some(why) => skip("ata_secure_erase", why),
