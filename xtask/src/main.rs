@@ -7,7 +7,8 @@
 //!   test. `.ci/run` calls exactly this.
 //! - `initramfs`: the agent's kernel and initramfs (see `initramfs.rs`).
 //! - `dist`: everything a deployment needs, with a manifest (see `dist.rs`).
-//! - `test-os`: a tiny BIOS-bootable OS image and its signed snapshot (see `testos.rs`).
+//! - `test-os`: a tiny OS image, bootable on BIOS (syslinux) and UEFI (systemd-boot), and its
+//!   signed snapshot (see `testos.rs`).
 //! - `bench api|tftp|boot-services|install`: the benchmarks, printing figures beside their peers.
 
 mod check;
@@ -62,8 +63,9 @@ cargo xtask <command>
   dist [--out DIR] [--agent FILE]
            initramfs, pxe-server, iPXE binaries and manifest.json in target/dist/
   test-os [--boot]
-           a 64 MiB BIOS-bootable test OS (target/testos/test-os.img) and its signed
-           snapshot target/dist/snapshots/test-os/; --boot checks it boots in QEMU
+           a 64 MiB test OS, BIOS (syslinux) and UEFI (systemd-boot) bootable
+           (target/testos/test-os.img), and its signed snapshot
+           target/dist/snapshots/test-os/; --boot checks it boots under SeaBIOS and OVMF
   check-workspace
            lint inheritance and the allowed dependency edges between crates
   demo     setup, dist, then netboot a QEMU machine from the appliance in a private
