@@ -16,8 +16,11 @@
 //!   `.gz`/`.xz`/`.png`/... files, cycled), so nearly every 4 MiB chunk holds data that zstd
 //!   cannot shrink: the worst case for a writer that hashes and decompresses.
 //!
-//! Each image becomes a signed snapshot (`snapshot_tool::build`, default 4 MiB chunks, zstd
-//! level 3, a throwaway Ed25519 key), a single-stream `zstd -3` file and an uncompressed qcow2.
+//! Each image becomes two signed snapshots (`snapshot_tool::build`, default 4 MiB chunks, zstd
+//! level 3, a throwaway Ed25519 key), one with SHA-256 digests (the default, format version 1)
+//! and one with BLAKE3 digests (`--digest blake3`, version 2), plus a single-stream `zstd -3`
+//! file and an uncompressed qcow2. The installer rows run both snapshots: on a machine with few
+//! cores, verifying SHA-256 over every frame and raw chunk is the bound, BLAKE3 is not.
 //!
 //! Every run starts from the same target state: the backing file's blocks are punched and
 //! preallocated again (reads as zeros, unwritten extents), `sync`, page cache dropped (root),
@@ -27,8 +30,8 @@
 //! MB/s of the 2 GiB image (10^6 bytes), and CPU seconds (user + system of this process and
 //! its children; the loop device's kernel worker is not counted).
 //!
-//! `INSTALL_BENCH_ONLY=TEXT` runs only the rows whose "method image" contains TEXT (e.g.
-//! `INSTALL_BENCH_ONLY="installer (verifying, writes zeros) dense"` to profile one row).
+//! `INSTALL_BENCH_ONLY=TEXT[|TEXT...]` runs only the rows whose "method image" contains one
+//! of the TEXTs (e.g. `INSTALL_BENCH_ONLY="dd if=/dev/zero|BLAKE3 (writes zeros) dense"`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -45,9 +48,9 @@ use installer::wipe::{self, DiskFacts, Method, PurgeFacts, VerifyOptions, WipeOu
 use installer::{DiskRule, ImageWriter, Phase, TargetDisk, WriteOptions, ZeroPolicy, write_image};
 use snapshot_tool::build::{BuildOptions, build_dir};
 use snapshot_tool::format::{
-    ChunkVerifier, DATA_FILE, ImageVerifier, MANIFEST_FILE, MAX_MANIFEST_LEN,
-    MAX_SIGNATURE_FILE_LEN, Manifest, PublicKey, SIGNATURE_FILE, SecretKey, Sha256Digest,
-    SignatureFile, read_capped, verify_signature_any,
+    ChunkVerifier, DATA_FILE, DigestAlgorithm, ImageVerifier, MANIFEST_FILE, MAX_MANIFEST_LEN,
+    MAX_SIGNATURE_FILE_LEN, Manifest, PublicKey, SIGNATURE_FILE, SecretKey, SignatureFile,
+    read_capped, verify_signature_any,
 };
 
 const MIB: u64 = 1 << 20;
@@ -59,7 +62,7 @@ const FS_CONTENT: u64 = 700 * MIB;
 /// the journal and block rounding).
 const DENSE_CONTENT: u64 = 1800 * MIB;
 /// Bump when the image recipe changes, so a cached directory is rebuilt.
-const RECIPE: &str = "install-bench 1";
+const RECIPE: &str = "install-bench 2 (sha256 + blake3 snapshots)";
 /// Extensions of files whose contents are already compressed.
 const COMPRESSED_EXT: &[&str] = &[
     "gz", "xz", "bz2", "zst", "lz4", "png", "jpg", "jpeg", "woff2", "zip", "jar", "whl", "deb",
@@ -202,60 +205,62 @@ fn real_main() -> Result<()> {
                     .arg(&dev))
             },
         )?);
-        let snap_inputs = [img.snap.join(DATA_FILE), img.snap.join(MANIFEST_FILE)];
-        let snap_inputs: Vec<&Path> = snap_inputs.iter().map(PathBuf::as_path).collect();
-        rows.push(b.row(
-            "rackhand installer (verifying, writes zeros)",
-            img.name,
-            &snap_inputs,
-            Some(&img.raw),
-            |t| {
-                let p = install(&img.snap, &images.key, t, ZeroPolicy::WriteZeros, false)?;
-                phases
-                    .borrow_mut()
-                    .push((format!("writes zeros, {}", img.name), p));
-                Ok(())
-            },
-        )?);
-        // The same with WriteOptions::image_digest on (off by default: the signed per-chunk
-        // digests cover every byte), to show what the extra whole-image pass costs.
-        rows.push(b.row(
-            "rackhand installer + image SHA-256 (zeros)",
-            img.name,
-            &snap_inputs,
-            Some(&img.raw),
-            |t| {
-                let p = install(&img.snap, &images.key, t, ZeroPolicy::WriteZeros, true)?;
-                phases
-                    .borrow_mut()
-                    .push((format!("writes zeros + image SHA-256, {}", img.name), p));
-                Ok(())
-            },
-        )?);
-        rows.push(b.row_with(
-            "rackhand installer, zero chunks skipped (*)",
-            img.name,
-            &snap_inputs,
-            Some(&img.raw),
-            // An untimed BLKZEROOUT wipe (verified) first: what makes skipping legitimate.
-            |t| match t {
-                Target::Loop { .. } => wipe_target(t, Method::Blkzeroout),
-                Target::File { .. } => wipe_target(t, Method::Overwrite),
-            },
-            |t| {
-                let p = install(
-                    &img.snap,
-                    &images.key,
-                    t,
-                    ZeroPolicy::SkipKnownZeroed,
-                    false,
-                )?;
-                phases
-                    .borrow_mut()
-                    .push((format!("skips zeros, {}", img.name), p));
-                Ok(())
-            },
-        )?);
+        for (alg, snap) in [
+            (DigestAlgorithm::Sha256, &img.snap),
+            (DigestAlgorithm::Blake3, &img.snap_b3),
+        ] {
+            let label = alg_label(alg);
+            let snap_inputs = [snap.join(DATA_FILE), snap.join(MANIFEST_FILE)];
+            let snap_inputs: Vec<&Path> = snap_inputs.iter().map(PathBuf::as_path).collect();
+            rows.push(b.row(
+                &format!("rackhand installer, {label} (writes zeros)"),
+                img.name,
+                &snap_inputs,
+                Some(&img.raw),
+                |t| {
+                    let p = install(snap, &images.key, t, ZeroPolicy::WriteZeros, false)?;
+                    phases
+                        .borrow_mut()
+                        .push((format!("{label}, writes zeros, {}", img.name), p));
+                    Ok(())
+                },
+            )?);
+            if alg == DigestAlgorithm::Sha256 {
+                // With WriteOptions::image_digest on (off by default: the signed per-chunk
+                // digests cover every byte), to show what the extra whole-image pass costs.
+                rows.push(b.row(
+                    &format!("rackhand installer, {label} + image digest"),
+                    img.name,
+                    &snap_inputs,
+                    Some(&img.raw),
+                    |t| {
+                        let p = install(snap, &images.key, t, ZeroPolicy::WriteZeros, true)?;
+                        phases
+                            .borrow_mut()
+                            .push((format!("{label} + image digest, {}", img.name), p));
+                        Ok(())
+                    },
+                )?);
+            }
+            rows.push(b.row_with(
+                &format!("rackhand installer, {label}, skips zeros (*)"),
+                img.name,
+                &snap_inputs,
+                Some(&img.raw),
+                // An untimed BLKZEROOUT wipe (verified) first: what makes skipping legitimate.
+                |t| match t {
+                    Target::Loop { .. } => wipe_target(t, Method::Blkzeroout),
+                    Target::File { .. } => wipe_target(t, Method::Overwrite),
+                },
+                |t| {
+                    let p = install(snap, &images.key, t, ZeroPolicy::SkipKnownZeroed, false)?;
+                    phases
+                        .borrow_mut()
+                        .push((format!("{label}, skips zeros, {}", img.name), p));
+                    Ok(())
+                },
+            )?);
+        }
     }
 
     // Wipes of the whole 2 GiB target, verification (ends + 256 random blocks) included.
@@ -279,7 +284,8 @@ fn real_main() -> Result<()> {
     if std::env::var("INSTALL_BENCH_ONLY").map_or(true, |o| o == "stages") {
         println!("\nwhere the installer's CPU goes (one thread, data in memory, no I/O):");
         for img in [&images.sparse, &images.dense] {
-            stage_costs(img)?;
+            stage_costs(img, &img.snap)?;
+            stage_costs(img, &img.snap_b3)?;
         }
     }
     println!(
@@ -348,9 +354,10 @@ impl Bench<'_> {
         mut pre: impl FnMut(&Target) -> Result<()>,
         mut f: impl FnMut(&Target) -> Result<()>,
     ) -> Result<Row> {
-        if std::env::var("INSTALL_BENCH_ONLY")
-            .is_ok_and(|only| !format!("{method} {variant}").contains(&only))
-        {
+        if std::env::var("INSTALL_BENCH_ONLY").is_ok_and(|only| {
+            let name = format!("{method} {variant}");
+            !only.split('|').any(|part| name.contains(part))
+        }) {
             return Ok(Row {
                 method: method.to_owned(),
                 variant,
@@ -442,60 +449,65 @@ fn print_ratios(rows: &[Row]) {
         }
     };
     for v in ["dense", "sparse"] {
-        let inst = mbs("rackhand installer (verifying", v);
-        let skip = mbs("rackhand installer, zero chunks", v);
         let pipe = mbs("zstd -dc", v);
         let qemu = mbs("qemu-img", v);
-        line(
-            &format!("{v}: installer (writes zeros) vs zstd -dc | dd"),
-            inst,
-            pipe,
-            ">= 0.95",
-            |r| r >= 0.95,
-        );
-        line(
-            &format!("{v}: installer (skips zeros) vs zstd -dc | dd"),
-            skip,
-            pipe,
-            ">= 0.95",
-            |r| r >= 0.95,
-        );
-        line(
-            &format!("{v}: installer (writes zeros) vs qemu-img convert"),
-            inst,
-            qemu,
-            "none",
-            |_| true,
-        );
-        if v == "dense" {
+        for alg in DigestAlgorithm::ALL {
+            let label = alg_label(alg);
+            let inst = mbs(&format!("rackhand installer, {label} (writes"), v);
+            let skip = mbs(&format!("rackhand installer, {label}, skips"), v);
             line(
-                "dense: installer (writes zeros) vs disk bandwidth (dd zero)",
+                &format!("{v}, {label}: installer (writes zeros) vs zstd -dc | dd"),
                 inst,
-                disk,
-                ">= 0.90",
-                |r| r >= 0.90,
-            );
-        } else {
-            line(
-                "sparse: installer (writes zeros) vs disk bandwidth (dd zero)",
-                inst,
-                disk,
-                "> 1.0",
-                |r| r > 1.0,
+                pipe,
+                ">= 0.95",
+                |r| r >= 0.95,
             );
             line(
-                "sparse: installer (skips zeros) vs disk bandwidth (dd zero)",
+                &format!("{v}, {label}: installer (skips zeros) vs zstd -dc | dd"),
+                skip,
+                pipe,
+                ">= 0.95",
+                |r| r >= 0.95,
+            );
+            line(
+                &format!("{v}, {label}: installer (writes zeros) vs qemu-img convert"),
+                inst,
+                qemu,
+                "none",
+                |_| true,
+            );
+            if v == "dense" {
+                line(
+                    &format!("dense, {label}: installer (writes zeros) vs disk (dd zero)"),
+                    inst,
+                    disk,
+                    ">= 0.90",
+                    |r| r >= 0.90,
+                );
+                continue;
+            }
+            line(
+                &format!("sparse, {label}: installer (writes zeros) vs disk (dd zero)"),
+                inst,
+                disk,
+                "none",
+                |_| true,
+            );
+            line(
+                &format!("sparse, {label}: installer (skips zeros) vs disk (dd zero)"),
                 skip,
                 disk,
                 "> 1.0",
                 |r| r > 1.0,
             );
-            if let (Some(s), Some(z)) = (find(rows, "rackhand installer, zero chunks", v), zeroout)
-                && let Some(m) = s.median()
+            if let (Some(s), Some(z)) = (
+                find(rows, &format!("rackhand installer, {label}, skips"), v),
+                zeroout,
+            ) && let Some(m) = s.median()
             {
                 let total = IMAGE_SIZE as f64 / 1e6 / (m.wall + z);
                 line(
-                    "sparse: BLKZEROOUT wipe + installer (skips zeros) vs disk bandwidth",
+                    &format!("sparse, {label}: BLKZEROOUT wipe + installer (skips) vs disk"),
                     Some(total),
                     disk,
                     "> 1.0",
@@ -506,13 +518,23 @@ fn print_ratios(rows: &[Row]) {
     }
 }
 
-/// The verifier's per-stage CPU cost on one thread: SHA-256 of the frames, zstd, SHA-256 of
-/// the raw chunks (the three make `ChunkVerifier::verify`, spread over the decoder threads),
-/// and the whole-image SHA-256 (one thread, only with `WriteOptions::image_digest`).
-fn stage_costs(img: &Image) -> Result<()> {
-    let manifest = Manifest::parse(&fs::read(img.snap.join(MANIFEST_FILE))?)?;
-    let data = fs::read(img.snap.join(DATA_FILE))?;
-    let mut verifier = ChunkVerifier::new()?;
+/// "SHA-256" or "BLAKE3", as the rows name the snapshot's digest algorithm.
+fn alg_label(alg: DigestAlgorithm) -> &'static str {
+    match alg {
+        DigestAlgorithm::Sha256 => "SHA-256",
+        DigestAlgorithm::Blake3 => "BLAKE3",
+    }
+}
+
+/// The verifier's per-stage CPU cost on one thread for the snapshot in `snap`: the digest of
+/// the frames, zstd, the digest of the raw chunks (the three make `ChunkVerifier::verify`,
+/// spread over the decoder threads), and the whole-image digest (one thread, only with
+/// `WriteOptions::image_digest`).
+fn stage_costs(img: &Image, snap: &Path) -> Result<()> {
+    let manifest = Manifest::parse(&fs::read(snap.join(MANIFEST_FILE))?)?;
+    let alg = manifest.digest_algorithm();
+    let data = fs::read(snap.join(DATA_FILE))?;
+    let mut verifier = ChunkVerifier::new(&manifest)?;
     let mut image = ImageVerifier::new(&manifest);
     let (mut t_frame, mut t_verify, mut t_raw, mut t_image) = (0.0, 0.0, 0.0, 0.0);
     let zeros = vec![0u8; manifest.geometry().chunk_size() as usize];
@@ -521,7 +543,7 @@ fn stage_costs(img: &Image) -> Result<()> {
         let start = usize::try_from(e.data_offset)?;
         let frame = &data[start..start + e.compressed_len() as usize];
         let t = Instant::now();
-        std::hint::black_box(Sha256Digest::of(frame));
+        std::hint::black_box(alg.digest(frame));
         t_frame += t.elapsed().as_secs_f64();
         let t = Instant::now();
         let raw = if e.is_zero() {
@@ -532,7 +554,7 @@ fn stage_costs(img: &Image) -> Result<()> {
         t_verify += t.elapsed().as_secs_f64();
         if !e.is_zero() {
             let t = Instant::now();
-            std::hint::black_box(Sha256Digest::of(raw));
+            std::hint::black_box(alg.digest(raw));
             t_raw += t.elapsed().as_secs_f64();
         }
         let t = Instant::now();
@@ -541,9 +563,10 @@ fn stage_costs(img: &Image) -> Result<()> {
     }
     image.finish()?;
     let zstd = (t_verify - t_frame - t_raw).max(0.0);
+    let label = alg_label(alg);
     println!(
-        "  {:<7} frame SHA-256 {:.2} s, zstd {:.2} s, raw SHA-256 {:.2} s (verify total {:.2} s \
-         = {:.0} MB/s on one core); whole-image SHA-256 (image_digest only) {:.2} s",
+        "  {:<7} {label:<7} frame digest {:.2} s, zstd {:.2} s, raw digest {:.2} s (verify \
+         total {:.2} s = {:.0} MB/s on one core); whole-image digest (image_digest only) {:.2} s",
         img.name,
         t_frame,
         zstd,
@@ -731,7 +754,7 @@ fn print_phases(runs: &[(String, Phases)]) {
 }
 
 /// The agent's path: signature, manifest, preflight, verified write with read-back
-/// (`image_digest`: also the whole-image SHA-256, which the agent leaves off).
+/// (`image_digest`: also the whole-image digest, which the agent leaves off).
 fn install(
     snap: &Path,
     key: &PublicKey,
@@ -790,10 +813,10 @@ fn install(
     if report.image_size != IMAGE_SIZE {
         bail!("wrote {} bytes", report.image_size);
     }
-    if report.computed_image_sha256.is_some() != image_digest {
+    if report.computed_image_digest.is_some() != image_digest {
         bail!(
             "whole-image digest computed: {:?}, asked: {image_digest}",
-            report.computed_image_sha256
+            report.computed_image_digest
         );
     }
     let verifying = marks[0].unwrap_or(end);
@@ -865,7 +888,10 @@ struct Image {
     raw: PathBuf,
     zst: PathBuf,
     qcow2: PathBuf,
+    /// The SHA-256 snapshot (format version 1, the default).
     snap: PathBuf,
+    /// The same image as a BLAKE3 snapshot (format version 2).
+    snap_b3: PathBuf,
     chunks: u64,
     stored: u64,
     data_len: u64,
@@ -891,6 +917,7 @@ fn image_paths(work: &Path, name: &'static str) -> Result<Image> {
         raw: work.join(format!("{name}.raw")),
         zst: work.join(format!("{name}.raw.zst")),
         qcow2: work.join(format!("{name}.qcow2")),
+        snap_b3: work.join("snapshots").join(format!("{name}-blake3")),
         snap,
         chunks,
         stored,
@@ -956,20 +983,29 @@ fn prepare(work: &Path) -> Result<Images> {
     fs::write(work.join("bench.pub"), key.public().to_file())?;
     for name in ["sparse", "dense"] {
         let img = image_paths(work, name)?;
-        let t = Instant::now();
-        build_dir(
-            File::open(&img.raw)?,
-            IMAGE_SIZE,
-            &BuildOptions::default(),
-            &work.join("snapshots"),
-            name,
-            Some(&key),
-            &mut |_| {},
-        )?;
-        eprintln!(
-            "  {name}: snapshot built in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
+        for (digest, dir) in [
+            (DigestAlgorithm::Sha256, &img.snap),
+            (DigestAlgorithm::Blake3, &img.snap_b3),
+        ] {
+            let t = Instant::now();
+            let snap_name = dir.file_name().and_then(|n| n.to_str()).unwrap_or(name);
+            build_dir(
+                File::open(&img.raw)?,
+                IMAGE_SIZE,
+                &BuildOptions {
+                    digest,
+                    ..BuildOptions::default()
+                },
+                &work.join("snapshots"),
+                snap_name,
+                Some(&key),
+                &mut |_| {},
+            )?;
+            eprintln!(
+                "  {snap_name}: snapshot built in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+        }
         run(Command::new("zstd")
             .args(["-3", "-T0", "-q", "-f"])
             .arg(&img.raw)

@@ -575,8 +575,9 @@ pub fn install_confirmed(
         "verify-signature",
         None,
         Some(format!(
-            "manifest signed by a trusted key; image {image_size} bytes, {} chunks",
-            manifest.chunks().len()
+            "manifest signed by a trusted key; image {image_size} bytes, {} chunks, {} digests",
+            manifest.chunks().len(),
+            manifest.digest_algorithm()
         )),
     ));
 
@@ -705,8 +706,9 @@ pub fn result_report(snapshot: &str, outcome: &Result<Installed, InstallError>) 
             detail: Some(serde_json::json!({
                 "snapshot": snapshot,
                 "target": done.target,
-                "image_sha256": done.report.image_sha256.to_hex(),
-                "image_digest_computed": done.report.computed_image_sha256.is_some(),
+                "digest_algorithm": done.report.digest_algorithm.name(),
+                "image_digest": done.report.image_digest.to_hex(),
+                "image_digest_computed": done.report.computed_image_digest.is_some(),
                 "image_size": done.report.image_size,
                 "chunks": done.report.chunks,
                 "attempts": done.report.attempts,

@@ -19,12 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::format::{
-    ChunkEntry, ChunkKind, DATA_FILE, DEFAULT_CHUNK_SIZE, DEFAULT_SECTOR_SIZE, FormatError,
-    Geometry, MANIFEST_FILE, MAX_MANIFEST_LEN, Manifest, SIGNATURE_FILE, SecretKey, Sha256Digest,
-    SignatureError, SignatureFile, sign_manifest,
+    ChunkEntry, ChunkKind, DATA_FILE, DEFAULT_CHUNK_SIZE, DEFAULT_SECTOR_SIZE, Digest,
+    DigestAlgorithm, FormatError, Geometry, MANIFEST_FILE, MAX_MANIFEST_LEN, Manifest,
+    SIGNATURE_FILE, SecretKey, SignatureError, SignatureFile, sign_manifest,
 };
 use crate::fsutil::{IoError, read_capped, sync_dir, write_atomic};
 use crate::verify::{VerifyError, verify_contents};
@@ -49,6 +47,9 @@ pub struct BuildOptions {
     pub level: i32,
     /// Compression threads (clamped to 1..=64).
     pub threads: usize,
+    /// Hash of every chunk and image digest (SHA-256 by default, giving a format-version-1
+    /// manifest; BLAKE3 gives version 2).
+    pub digest: DigestAlgorithm,
 }
 
 impl Default for BuildOptions {
@@ -58,6 +59,7 @@ impl Default for BuildOptions {
             sector_size: DEFAULT_SECTOR_SIZE,
             level: DEFAULT_LEVEL,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            digest: DigestAlgorithm::default(),
         }
     }
 }
@@ -189,8 +191,8 @@ enum Compressed {
     Zero,
     Stored {
         frame: Vec<u8>,
-        raw_sha256: Sha256Digest,
-        compressed_sha256: Sha256Digest,
+        raw_digest: Digest,
+        compressed_digest: Digest,
     },
 }
 
@@ -224,6 +226,7 @@ pub fn build_stream<R: Read + Send, W: Write>(
     let threads = options.threads.clamp(1, 64);
     let in_flight = threads + 2;
     let level = options.level;
+    let algorithm = options.digest;
 
     let (token_tx, token_rx) = sync_channel::<()>(in_flight);
     for _ in 0..in_flight {
@@ -235,12 +238,13 @@ pub fn build_stream<R: Read + Send, W: Write>(
     let (result_tx, result_rx) = channel::<(u64, Result<Compressed, BuildError>)>();
 
     std::thread::scope(|scope| {
-        let reader = scope.spawn(move || read_chunks(image, geometry, token_rx, work_tx));
+        let reader =
+            scope.spawn(move || read_chunks(image, geometry, algorithm, token_rx, work_tx));
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let queue = Arc::clone(&work_rx);
                 let results = result_tx.clone();
-                scope.spawn(move || compress_chunks(&queue, &results, level))
+                scope.spawn(move || compress_chunks(&queue, &results, level, algorithm))
             })
             .collect();
         // Only the workers hold these now: when they all exit, the reader's sends fail and the
@@ -256,7 +260,7 @@ pub fn build_stream<R: Read + Send, W: Write>(
         }
         // The reader's failure is the root cause when there is one; then the writer's (which
         // includes compression failures); a worker that vanished without a result is a bug.
-        let image_sha256 = read?;
+        let image_digest = read?;
         let chunks = match written {
             Ok(chunks) => chunks,
             Err(Some(e)) => return Err(e),
@@ -265,7 +269,8 @@ pub fn build_stream<R: Read + Send, W: Write>(
         if worker_panicked {
             return Err(BuildError::WorkerPanicked);
         }
-        Manifest::from_parts(geometry, chunks, image_sha256).map_err(BuildError::Manifest)
+        Manifest::from_parts(geometry, algorithm, chunks, image_digest)
+            .map_err(BuildError::Manifest)
     })
 }
 
@@ -291,10 +296,11 @@ fn fill<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
 fn read_chunks<R: Read>(
     mut image: R,
     geometry: Geometry,
+    algorithm: DigestAlgorithm,
     tokens: Receiver<()>,
     work: SyncSender<(u64, Vec<u8>)>,
-) -> Result<Sha256Digest, BuildError> {
-    let mut hasher = Sha256::new();
+) -> Result<Digest, BuildError> {
+    let mut hasher = algorithm.hasher();
     let size = geometry.image_size();
     for index in 0..geometry.chunk_count() {
         let Some((offset, raw_len)) = geometry.chunk_span(index) else {
@@ -302,7 +308,7 @@ fn read_chunks<R: Read>(
         };
         if tokens.recv().is_err() {
             // The writer gave up; its error is the one to report.
-            return Ok(Sha256Digest::ZERO);
+            return Ok(Digest::ZERO);
         }
         let mut raw = vec![0u8; raw_len as usize];
         let n = fill(&mut image, &mut raw)
@@ -315,7 +321,7 @@ fn read_chunks<R: Read>(
         }
         hasher.update(&raw);
         if work.send((index, raw)).is_err() {
-            return Ok(Sha256Digest::ZERO);
+            return Ok(Digest::ZERO);
         }
     }
     let mut probe = [0u8; 1];
@@ -326,7 +332,7 @@ fn read_chunks<R: Read>(
     if extra != 0 {
         return Err(BuildError::ImageTooLong { size });
     }
-    Ok(Sha256Digest(hasher.finalize().into()))
+    Ok(hasher.finalize())
 }
 
 /// A compression worker: takes chunks off the shared queue until it is closed.
@@ -334,6 +340,7 @@ fn compress_chunks(
     queue: &WorkQueue,
     results: &std::sync::mpsc::Sender<(u64, Result<Compressed, BuildError>)>,
     level: i32,
+    algorithm: DigestAlgorithm,
 ) {
     let mut compressor = match zstd::bulk::Compressor::new(level) {
         Ok(c) => c,
@@ -357,8 +364,8 @@ fn compress_chunks(
             compressor
                 .compress(&raw)
                 .map(|frame| Compressed::Stored {
-                    compressed_sha256: Sha256Digest::of(&frame),
-                    raw_sha256: Sha256Digest::of(&raw),
+                    compressed_digest: algorithm.digest(&frame),
+                    raw_digest: algorithm.digest(&raw),
                     frame,
                 })
                 .map_err(|source| BuildError::Compress { index, source })
@@ -396,16 +403,16 @@ fn write_in_order<W: Write>(
                 Compressed::Zero => ChunkKind::Zero,
                 Compressed::Stored {
                     frame,
-                    raw_sha256,
-                    compressed_sha256,
+                    raw_digest,
+                    compressed_digest,
                 } => {
                     data.write_all(&frame)
                         .map_err(|e| Some(BuildError::WriteData(e)))?;
                     ChunkKind::Stored {
                         compressed_len: u32::try_from(frame.len())
                             .map_err(|_| Some(BuildError::WorkerPanicked))?,
-                        raw_sha256,
-                        compressed_sha256,
+                        raw_digest,
+                        compressed_digest,
                     }
                 }
             };

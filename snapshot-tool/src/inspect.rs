@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::format::{ChunkKind, FORMAT_VERSION, KeyId, Manifest};
+use crate::format::{ChunkKind, KeyId, Manifest};
 use crate::verify::{VerifyError, load_manifest, load_signature};
 
 /// What the signature file looks like (it is not verified by `inspect`).
@@ -90,7 +90,8 @@ pub fn render_text(inspection: &Inspection) -> String {
         (
             "format",
             format!(
-                "rackhand snapshot v{FORMAT_VERSION}, manifest {} bytes",
+                "rackhand snapshot v{}, manifest {} bytes",
+                m.format_version(),
                 inspection.manifest_len
             ),
         ),
@@ -124,7 +125,8 @@ pub fn render_text(inspection: &Inspection) -> String {
                 human_bytes(m.data_len())
             ),
         ),
-        ("image sha256", m.image_sha256().to_hex()),
+        ("digest", m.digest_algorithm().to_string()),
+        ("image digest", m.image_digest().to_hex()),
         ("signature", signature),
     ];
     let mut out = String::new();
@@ -138,6 +140,8 @@ pub fn render_text(inspection: &Inspection) -> String {
 struct JsonInspection<'a> {
     name: &'a str,
     format_version: u32,
+    /// "sha256" or "blake3": the algorithm of every digest below.
+    digest_algorithm: &'static str,
     manifest_len: u64,
     image_size: u64,
     sector_size: u32,
@@ -146,7 +150,7 @@ struct JsonInspection<'a> {
     stored_chunks: u64,
     zero_chunks: u64,
     data_len: u64,
-    image_sha256: String,
+    image_digest: String,
     signature: JsonSignature,
     chunks: Vec<JsonChunk>,
 }
@@ -168,8 +172,8 @@ struct JsonChunk {
     kind: &'static str,
     data_offset: u64,
     compressed_len: u32,
-    raw_sha256: Option<String>,
-    compressed_sha256: Option<String>,
+    raw_digest: Option<String>,
+    compressed_digest: Option<String>,
 }
 
 /// The JSON document (stable field names; `chunks` lists the whole table).
@@ -196,13 +200,13 @@ pub fn render_json(inspection: &Inspection) -> String {
     let chunks = (0u64..)
         .zip(m.chunks())
         .map(|(index, c)| {
-            let (raw_sha256, compressed_sha256) = match c.kind {
+            let (raw_digest, compressed_digest) = match c.kind {
                 ChunkKind::Zero => (None, None),
                 ChunkKind::Stored {
-                    raw_sha256,
-                    compressed_sha256,
+                    raw_digest,
+                    compressed_digest,
                     ..
-                } => (Some(raw_sha256.to_hex()), Some(compressed_sha256.to_hex())),
+                } => (Some(raw_digest.to_hex()), Some(compressed_digest.to_hex())),
             };
             JsonChunk {
                 index,
@@ -211,14 +215,15 @@ pub fn render_json(inspection: &Inspection) -> String {
                 kind: if c.is_zero() { "zero" } else { "stored" },
                 data_offset: c.data_offset,
                 compressed_len: c.compressed_len(),
-                raw_sha256,
-                compressed_sha256,
+                raw_digest,
+                compressed_digest,
             }
         })
         .collect();
     let doc = JsonInspection {
         name: &inspection.name,
-        format_version: FORMAT_VERSION,
+        format_version: m.format_version(),
+        digest_algorithm: m.digest_algorithm().name(),
         manifest_len: inspection.manifest_len,
         image_size: m.image_size(),
         sector_size: g.sector_size(),
@@ -227,7 +232,7 @@ pub fn render_json(inspection: &Inspection) -> String {
         stored_chunks: m.stored_chunks(),
         zero_chunks: m.zero_chunks(),
         data_len: m.data_len(),
-        image_sha256: m.image_sha256().to_hex(),
+        image_digest: m.image_digest().to_hex(),
         signature,
         chunks,
     };

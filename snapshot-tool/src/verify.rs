@@ -7,8 +7,8 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use crate::format::{
-    ChunkError, ChunkStream, DATA_FILE, FormatError, ImageVerifier, KeyId, MANIFEST_FILE,
-    MAX_MANIFEST_LEN, MAX_SIGNATURE_FILE_LEN, Manifest, PublicKey, SIGNATURE_FILE, Sha256Digest,
+    ChunkError, ChunkStream, DATA_FILE, Digest, DigestAlgorithm, FormatError, ImageVerifier, KeyId,
+    MANIFEST_FILE, MAX_MANIFEST_LEN, MAX_SIGNATURE_FILE_LEN, Manifest, PublicKey, SIGNATURE_FILE,
     SignatureError, SignatureFile, verify_signature_any,
 };
 use crate::fsutil::{IoError, read_capped};
@@ -31,8 +31,10 @@ pub struct VerifyReport {
     pub zero_chunks: u64,
     /// Length of the data file.
     pub data_len: u64,
-    /// The verified SHA-256 of the whole image.
-    pub image_sha256: Sha256Digest,
+    /// The algorithm of every digest.
+    pub digest_algorithm: DigestAlgorithm,
+    /// The verified digest of the whole image.
+    pub image_digest: Digest,
 }
 
 impl std::fmt::Display for VerifyReport {
@@ -46,8 +48,8 @@ impl std::fmt::Display for VerifyReport {
         )?;
         writeln!(
             f,
-            "image          ok ({} bytes, sha256 {})",
-            self.image_size, self.image_sha256
+            "image          ok ({} bytes, {} {})",
+            self.image_size, self.digest_algorithm, self.image_digest
         )
     }
 }
@@ -185,14 +187,15 @@ pub fn verify_dir(
         path: manifest_path,
         source,
     })?;
-    let image_sha256 = verify_contents(dir, &manifest, progress)?;
+    let image_digest = verify_contents(dir, &manifest, progress)?;
     Ok(VerifyReport {
         key_id: key.id(),
         image_size: manifest.image_size(),
         chunk_count: manifest.chunks().len() as u64,
         zero_chunks: manifest.zero_chunks(),
         data_len: manifest.data_len(),
-        image_sha256,
+        digest_algorithm: manifest.digest_algorithm(),
+        image_digest,
     })
 }
 
@@ -202,7 +205,7 @@ pub fn verify_contents(
     dir: &Path,
     manifest: &Manifest,
     progress: &mut dyn FnMut(u64),
-) -> Result<Sha256Digest, VerifyError> {
+) -> Result<Digest, VerifyError> {
     let path = dir.join(DATA_FILE);
     let file = File::open(&path).map_err(|e| IoError::new("open", &path, e))?;
     let actual = file

@@ -8,7 +8,7 @@
 //! - `initramfs`: the agent's kernel and initramfs (see `initramfs.rs`).
 //! - `dist`: everything a deployment needs, with a manifest (see `dist.rs`).
 //! - `test-os`: a tiny OS image, bootable on BIOS (syslinux) and UEFI (systemd-boot), and its
-//!   signed snapshot (see `testos.rs`).
+//!   signed snapshots, SHA-256 and BLAKE3 (see `testos.rs`).
 //! - `bench api|tftp|boot-services|install`: the benchmarks, printing figures beside their peers.
 
 mod check;
@@ -64,8 +64,9 @@ cargo xtask <command>
            initramfs, pxe-server, iPXE binaries and manifest.json in target/dist/
   test-os [--boot]
            a 64 MiB test OS, BIOS (syslinux) and UEFI (systemd-boot) bootable
-           (target/testos/test-os.img), and its signed snapshot
-           target/dist/snapshots/test-os/; --boot checks it boots under SeaBIOS and OVMF
+           (target/testos/test-os.img), and its signed snapshots
+           target/dist/snapshots/test-os/ (SHA-256) and test-os-blake3/ (BLAKE3);
+           --boot checks it boots under SeaBIOS and OVMF
   check-workspace
            lint inheritance and the allowed dependency edges between crates
   demo     setup, dist, then netboot a QEMU machine from the appliance in a private

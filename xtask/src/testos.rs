@@ -42,7 +42,8 @@
 //! Outputs:
 //! - `target/testos/test-os.img`: the raw disk.
 //! - `target/dist/snapshots/test-os/`: the snapshot (`snapshot-tool build --key`), verified
-//!   with `snapshot-tool verify` against the trusted keys directory.
+//!   with `snapshot-tool verify` against the trusted keys directory; and
+//!   `target/dist/snapshots/test-os-blake3/`, the same disk with `--digest blake3`.
 //! - the signing key `target/testos/signing.key` (generated once with `snapshot-tool keygen`)
 //!   and, when the trusted keys directory ([`crate::initramfs::keys_dir`], default
 //!   `target/dist-keys/`) does not exist, that directory with the test public key, so a
@@ -62,8 +63,10 @@ use initramfs::{Spec, WriteOptions};
 use crate::initramfs::{keys_dir, target_dir, write_atomic};
 use crate::{kernel, util};
 
-/// Snapshot name.
+/// Snapshot name (SHA-256 digests, the default), also the name the test OS prints.
 pub(crate) const NAME: &str = "test-os";
+/// The same disk as a snapshot with BLAKE3 digests (format version 2).
+pub(crate) const NAME_BLAKE3: &str = "test-os-blake3";
 /// Disk size.
 const DISK_SIZE: u64 = 64 << 20;
 /// First sector of the partition (1 MiB alignment).
@@ -141,37 +144,39 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let snapshots = target_dir().join("dist").join("snapshots");
     std::fs::create_dir_all(&snapshots)
         .with_context(|| format!("creating {}", snapshots.display()))?;
-    let out = snapshots.join(NAME);
-    if out.exists() {
-        std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
-    }
-    util::run(
-        Command::new(&tool)
-            .arg("--quiet")
-            .arg("build")
-            .arg("--image")
-            .arg(&disk)
-            .arg("--out")
-            .arg(&snapshots)
-            .args(["--name", NAME, "--chunk-size", "4M"])
-            .arg("--key")
-            .arg(&key),
-    )?;
     let public = PathBuf::from(format!("{}.pub", key.display()));
-    util::run(
-        Command::new(&tool)
-            .arg("--quiet")
-            .arg("verify")
-            .arg("--pubkey")
-            .arg(&public)
-            .arg(&out),
-    )?;
-    eprintln!(
-        "xtask: snapshot {} signed with {} (built in {:.1} s)",
-        out.display(),
-        public.display(),
-        started.elapsed().as_secs_f64()
-    );
+    for (name, digest) in [(NAME, "sha256"), (NAME_BLAKE3, "blake3")] {
+        let out = snapshots.join(name);
+        if out.exists() {
+            std::fs::remove_dir_all(&out).with_context(|| format!("removing {}", out.display()))?;
+        }
+        util::run(
+            Command::new(&tool)
+                .arg("--quiet")
+                .arg("build")
+                .arg("--image")
+                .arg(&disk)
+                .arg("--out")
+                .arg(&snapshots)
+                .args(["--name", name, "--chunk-size", "4M", "--digest", digest])
+                .arg("--key")
+                .arg(&key),
+        )?;
+        util::run(
+            Command::new(&tool)
+                .arg("--quiet")
+                .arg("verify")
+                .arg("--pubkey")
+                .arg(&public)
+                .arg(&out),
+        )?;
+        eprintln!(
+            "xtask: snapshot {} ({digest}) signed with {} ({:.1} s so far)",
+            out.display(),
+            public.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
 
     if boot {
         boot_check(&disk, &work, BootFirmware::Bios)?;

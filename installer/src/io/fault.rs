@@ -104,6 +104,9 @@ impl WriteTarget for MemTarget {
     fn reread_partitions(&mut self) -> Option<io::Result<()>> {
         self.lbs.map(|_| Ok(()))
     }
+    fn lane(&self) -> Option<Box<dyn WriteTarget>> {
+        Some(Box::new(self.clone()))
+    }
 }
 
 /// Wraps a target and applies the fault table.

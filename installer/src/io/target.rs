@@ -36,6 +36,12 @@ pub(crate) trait WriteTarget: std::fmt::Debug + Send {
     fn is_direct(&self) -> bool;
     /// Re-read the partition table; `None` when the target is not a block device.
     fn reread_partitions(&mut self) -> Option<io::Result<()>>;
+    /// A second handle on the same target for positional writes from another thread, so two
+    /// writes can be in flight at once (a device fed one O_DIRECT write at a time idles
+    /// between them). `None` when the target cannot be shared (the writer then uses one).
+    fn lane(&self) -> Option<Box<dyn WriteTarget>> {
+        None
+    }
 }
 
 /// A file or block device opened read-write, with `O_DIRECT` when the kernel allows it.
@@ -178,12 +184,28 @@ impl WriteTarget for FdTarget {
     }
 
     fn is_direct(&self) -> bool {
-        self.direct
+        // Asked of the open file description, which a lane shares: a lane that fell back to
+        // buffered I/O turned it off for this handle too.
+        self.direct && sys::is_direct(&self.file).unwrap_or(true)
     }
 
     fn reread_partitions(&mut self) -> Option<io::Result<()>> {
         self.block_device
             .then(|| sys::reread_partitions(&self.file))
+    }
+
+    fn lane(&self) -> Option<Box<dyn WriteTarget>> {
+        // A duplicate descriptor: same open file description (O_DIRECT included), and
+        // pwrite on it is independent of this handle's.
+        let file = self.file.try_clone().ok()?;
+        Some(Box::new(Self {
+            file,
+            path: self.path.clone(),
+            capacity: self.capacity,
+            logical_block_size: self.logical_block_size,
+            block_device: self.block_device,
+            direct: self.direct,
+        }))
     }
 }
 

@@ -85,5 +85,5 @@ pub(crate) fn disk_file(dir: &Path, len: usize, fill: u8) -> PathBuf {
 }
 
 pub(crate) fn sha256(bytes: &[u8]) -> String {
-    snapshot_tool::format::Sha256Digest::of(bytes).to_hex()
+    snapshot_tool::format::Digest::sha256(bytes).to_hex()
 }

@@ -31,7 +31,7 @@ fn a_signed_snapshot_lands_exactly() {
     let written = std::fs::read(&disk).unwrap();
     assert_eq!(written.len(), 12 * MIB, "the file never grows");
     assert_eq!(sha256(&written[..img.len()]), sha256(&img));
-    assert_eq!(report.image_sha256.to_hex(), sha256(&img));
+    assert_eq!(report.image_digest.to_hex(), sha256(&img));
     assert_eq!(report.chunks, 10);
     assert_eq!(report.attempts, 1);
     assert_eq!(report.partition_table, PartitionReread::NotABlockDevice);

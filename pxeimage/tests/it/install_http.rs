@@ -334,11 +334,12 @@ fn installs_and_resumes_a_cut_download_with_a_range_request() {
     assert!(progress.iter().all(|p| p.order == "install"));
     // The agent relies on the signed per-chunk digests; the report says the whole-image
     // digest was not recomputed.
-    assert_eq!(done.report.computed_image_sha256, None);
+    assert_eq!(done.report.computed_image_digest, None);
     let report = install::result_report("test", &Ok(done));
     assert_eq!(report.outcome, Outcome::Success);
     let detail = report.detail.unwrap();
-    assert_eq!(detail["image_sha256"], m.image_sha256().to_hex());
+    assert_eq!(detail["image_digest"], m.image_digest().to_hex());
+    assert_eq!(detail["digest_algorithm"], m.digest_algorithm().name());
     assert_eq!(detail["image_digest_computed"], false);
 }
 

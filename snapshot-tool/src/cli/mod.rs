@@ -16,8 +16,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::build::{BuildError, BuildOptions, DEFAULT_LEVEL, build_dir, sign_dir, validate_name};
 use crate::format::{
-    ChunkError, DEFAULT_SECTOR_SIZE, FormatError, MAX_SIGNATURE_FILE_LEN, PublicKey, SecretKey,
-    SignatureError,
+    ChunkError, DEFAULT_SECTOR_SIZE, DigestAlgorithm, FormatError, MAX_SIGNATURE_FILE_LEN,
+    PublicKey, SecretKey, SignatureError,
 };
 use crate::inspect::{human_bytes, inspect_dir, render_json, render_text};
 use crate::verify::{VerifyError, verify_dir};
@@ -166,6 +166,11 @@ pub struct BuildArgs {
     /// Compression threads [default: number of CPUs].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Digest of every chunk and of the image: sha256 (format version 1, readable by every
+    /// rackhand release) or blake3 (format version 2, ~3.5x faster to verify: for machines
+    /// whose installs are CPU-bound).
+    #[arg(long, value_name = "ALG", default_value = "sha256", value_parser = parse_digest)]
+    pub digest: DigestAlgorithm,
     /// Sign with this secret key file.
     #[arg(long, value_name = "SECRET")]
     pub key: Option<PathBuf>,
@@ -202,6 +207,12 @@ pub struct VerifyArgs {
     /// Snapshot directory.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+/// Parses `sha256` or `blake3`.
+fn parse_digest(text: &str) -> Result<DigestAlgorithm, String> {
+    text.parse()
+        .map_err(|e: crate::format::FormatError| e.to_string())
 }
 
 /// Parses "4194304", "4M", "4MiB", "512K", "1G" into bytes.
@@ -399,6 +410,7 @@ impl BuildArgs {
             threads: self
                 .threads
                 .unwrap_or_else(|| BuildOptions::default().threads),
+            digest: self.digest,
         };
         let mut progress = Progress::new("building", size, quiet);
         let built = build_dir(
@@ -421,9 +433,10 @@ impl BuildArgs {
             human_bytes(u64::from(m.geometry().chunk_size()))
         );
         println!(
-            "image     {} bytes, sha256 {}",
+            "image     {} bytes, {} {}",
             m.image_size(),
-            m.image_sha256()
+            m.digest_algorithm(),
+            m.image_digest()
         );
         println!(
             "data      {} bytes ({})",

@@ -4,9 +4,7 @@
 
 use std::io::Read;
 
-use sha2::{Digest as _, Sha256};
-
-use super::{ChunkEntry, ChunkError, ChunkKind, Manifest, Sha256Digest};
+use super::{ChunkEntry, ChunkError, ChunkKind, Digest, DigestAlgorithm, Hasher, Manifest};
 
 /// Which of a chunk's two digests failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +24,11 @@ impl std::fmt::Display for DigestKind {
     }
 }
 
-/// Verifies and decompresses one chunk at a time, reusing one zstd context and one output
-/// buffer (so steady-state streaming allocates nothing).
+/// Verifies and decompresses one chunk at a time with one snapshot's digest algorithm, reusing
+/// one zstd context (and, for [`ChunkVerifier::verify`], one output buffer), so steady-state
+/// streaming allocates nothing.
 pub struct ChunkVerifier {
+    algorithm: DigestAlgorithm,
     decompressor: zstd::bulk::Decompressor<'static>,
     raw: Vec<u8>,
 }
@@ -36,31 +36,59 @@ pub struct ChunkVerifier {
 impl std::fmt::Debug for ChunkVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkVerifier")
+            .field("algorithm", &self.algorithm)
             .field("buffer", &self.raw.len())
             .finish_non_exhaustive()
     }
 }
 
 impl ChunkVerifier {
-    /// A verifier with a fresh zstd context.
-    pub fn new() -> Result<Self, ChunkError> {
+    /// A verifier for `manifest`'s chunks (its digest algorithm), with a fresh zstd context.
+    pub fn new(manifest: &Manifest) -> Result<Self, ChunkError> {
+        Self::with_algorithm(manifest.digest_algorithm())
+    }
+
+    /// A verifier for chunks digested with `algorithm`, with a fresh zstd context.
+    pub fn with_algorithm(algorithm: DigestAlgorithm) -> Result<Self, ChunkError> {
         let decompressor =
             zstd::bulk::Decompressor::new().map_err(|source| ChunkError::DecoderInit { source })?;
         Ok(Self {
+            algorithm,
             decompressor,
             raw: Vec::new(),
         })
     }
 
     /// Checks `compressed` (the chunk's bytes from the data file; empty for a zero chunk)
-    /// against entry `index` and returns the raw chunk. Order: frame length, frame SHA-256,
-    /// decompression into exactly `raw_len` bytes, raw SHA-256.
+    /// against entry `index` and returns the raw chunk, in a buffer the verifier owns until
+    /// the next call. See [`ChunkVerifier::verify_into`].
     pub fn verify(
         &mut self,
         index: u64,
         entry: &ChunkEntry,
         compressed: &[u8],
     ) -> Result<&[u8], ChunkError> {
+        // Growing zero-fills only the new tail, shrinking is free: chunks are nearly all the
+        // same size, so this is a no-op in the steady state.
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.resize(entry.raw_len as usize, 0);
+        let result = self.verify_into(index, entry, compressed, &mut raw);
+        self.raw = raw;
+        result.map(|()| self.raw.as_slice())
+    }
+
+    /// Checks `compressed` against entry `index` and leaves the raw chunk in `out`, which must
+    /// be exactly `raw_len` bytes (a writer passes its aligned I/O buffer, so the chunk is
+    /// decompressed where it will be written from, without a copy). Order: frame length,
+    /// frame digest, decompression into exactly `raw_len` bytes, raw digest. On an error,
+    /// `out` holds unverified bytes and must not be used.
+    pub fn verify_into(
+        &mut self,
+        index: u64,
+        entry: &ChunkEntry,
+        compressed: &[u8],
+        out: &mut [u8],
+    ) -> Result<(), ChunkError> {
         let raw_len = entry.raw_len as usize;
         let expected_len = u64::from(entry.compressed_len());
         if compressed.len() as u64 != expected_len {
@@ -70,32 +98,35 @@ impl ChunkVerifier {
                 actual: compressed.len() as u64,
             });
         }
-        // Growing zero-fills only the new tail, shrinking is free: chunks are nearly all the
-        // same size, so this is a no-op in the steady state.
-        self.raw.resize(raw_len, 0);
-        let out = self.raw.as_mut_slice();
+        if out.len() != raw_len {
+            return Err(ChunkError::BufferLength {
+                index,
+                expected: raw_len as u64,
+                actual: out.len() as u64,
+            });
+        }
         match entry.kind {
             ChunkKind::Zero => {
                 out.fill(0);
-                Ok(out)
+                Ok(())
             }
             ChunkKind::Stored {
-                raw_sha256,
-                compressed_sha256,
+                raw_digest,
+                compressed_digest,
                 ..
             } => {
-                let actual = Sha256Digest::of(compressed);
-                if actual != compressed_sha256 {
+                let actual = self.algorithm.digest(compressed);
+                if actual != compressed_digest {
                     return Err(ChunkError::ChunkDigestMismatch {
                         index,
                         which: DigestKind::Compressed,
-                        expected: compressed_sha256,
+                        expected: compressed_digest,
                         actual,
                     });
                 }
                 let produced = self
                     .decompressor
-                    .decompress_to_buffer(compressed, out)
+                    .decompress_to_buffer(compressed, &mut *out)
                     .map_err(|source| ChunkError::Decompress { index, source })?;
                 if produced != raw_len {
                     return Err(ChunkError::RawLengthMismatch {
@@ -104,27 +135,27 @@ impl ChunkVerifier {
                         actual: produced as u64,
                     });
                 }
-                let actual = Sha256Digest::of(out);
-                if actual != raw_sha256 {
+                let actual = self.algorithm.digest(out);
+                if actual != raw_digest {
                     return Err(ChunkError::ChunkDigestMismatch {
                         index,
                         which: DigestKind::Raw,
-                        expected: raw_sha256,
+                        expected: raw_digest,
                         actual,
                     });
                 }
-                Ok(out)
+                Ok(())
             }
         }
     }
 }
 
-/// Hashes raw chunks fed in order and checks the whole-image SHA-256 at the end.
+/// Hashes raw chunks fed in order and checks the whole-image digest at the end.
 pub struct ImageVerifier {
-    hasher: Sha256,
+    hasher: Hasher,
     next: u64,
     count: u64,
-    expected: Sha256Digest,
+    expected: Digest,
 }
 
 impl std::fmt::Debug for ImageVerifier {
@@ -140,10 +171,10 @@ impl ImageVerifier {
     /// Starts at chunk 0 of `manifest`.
     pub fn new(manifest: &Manifest) -> Self {
         Self {
-            hasher: Sha256::new(),
+            hasher: manifest.digest_algorithm().hasher(),
             next: 0,
             count: manifest.chunks().len() as u64,
-            expected: manifest.image_sha256(),
+            expected: manifest.image_digest(),
         }
     }
 
@@ -161,14 +192,14 @@ impl ImageVerifier {
     }
 
     /// Checks that every chunk was seen and the digest matches.
-    pub fn finish(self) -> Result<Sha256Digest, ChunkError> {
+    pub fn finish(self) -> Result<Digest, ChunkError> {
         if self.next != self.count {
             return Err(ChunkError::OutOfOrder {
                 expected: self.next,
                 found: self.count,
             });
         }
-        let actual = Sha256Digest(self.hasher.finalize().into());
+        let actual = self.hasher.finalize();
         if actual != self.expected {
             return Err(ChunkError::ImageDigestMismatch {
                 expected: self.expected,
@@ -234,7 +265,7 @@ impl<'m, R: Read> ChunkStream<'m, R> {
             next: index,
             ended: false,
             frame: Vec::new(),
-            verifier: ChunkVerifier::new()?,
+            verifier: ChunkVerifier::new(manifest)?,
         })
     }
 

@@ -2,7 +2,7 @@
 //! and friends) that callers log, report to the appliance and match on in tests; the Display
 //! text is for humans and may change.
 
-use super::manifest::Sha256Digest;
+use super::manifest::Digest;
 
 /// A `manifest.bin` that cannot be trusted. Produced by [`super::Manifest::parse`] and by
 /// [`super::Manifest::from_parts`].
@@ -32,12 +32,34 @@ pub enum FormatError {
         found: [u8; 8],
     },
     /// A format version this code does not read.
-    #[error("manifest format version {found}, this tool reads version {supported}")]
+    #[error("manifest format version {found}, this tool reads versions 1 to {newest}")]
     UnsupportedVersion {
         /// Version in the file.
         found: u32,
-        /// Version supported.
-        supported: u32,
+        /// Newest version supported.
+        newest: u32,
+    },
+    /// The header names a digest algorithm this code does not know.
+    #[error("manifest names digest algorithm {id}, this tool knows 0 (sha256) and 1 (blake3)")]
+    UnknownDigest {
+        /// Algorithm id in the file.
+        id: u32,
+    },
+    /// The digest algorithm is not the one the format version carries (version 1 is
+    /// SHA-256 only; version 2 exists for the other algorithms), so the bytes are not the
+    /// manifest's one canonical encoding.
+    #[error("format version {version} does not carry digest algorithm {algorithm}")]
+    DigestVersionMismatch {
+        /// Version in the file.
+        version: u32,
+        /// Algorithm named in the file.
+        algorithm: super::DigestAlgorithm,
+    },
+    /// A digest algorithm name (e.g. `--digest`) that is not `sha256` or `blake3`.
+    #[error("unknown digest algorithm {name:?}: expected sha256 or blake3")]
+    UnknownDigestName {
+        /// The name given.
+        name: String,
     },
     /// `header_len` is not the one of this version.
     #[error("header length {found}, expected {expected}")]
@@ -184,6 +206,9 @@ impl FormatError {
             Self::ManifestTooLarge { .. } => "manifest_too_large",
             Self::BadMagic { .. } => "bad_magic",
             Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::UnknownDigest { .. } => "unknown_digest",
+            Self::DigestVersionMismatch { .. } => "digest_version_mismatch",
+            Self::UnknownDigestName { .. } => "unknown_digest_name",
             Self::BadHeaderLength { .. } => "bad_header_length",
             Self::BadEntryLength { .. } => "bad_entry_length",
             Self::ReservedNonZero { .. } => "reserved_nonzero",
@@ -251,16 +276,16 @@ impl SignatureError {
 #[non_exhaustive]
 pub enum ChunkError {
     /// The frame or the decompressed bytes hash to something else than the manifest says.
-    #[error("chunk {index}: {which} SHA-256 is {actual}, manifest says {expected}")]
+    #[error("chunk {index}: {which} digest is {actual}, manifest says {expected}")]
     ChunkDigestMismatch {
         /// Chunk index.
         index: u64,
         /// Which digest.
         which: super::DigestKind,
         /// From the manifest.
-        expected: Sha256Digest,
+        expected: Digest,
         /// Computed.
-        actual: Sha256Digest,
+        actual: Digest,
     },
     /// The caller handed over a frame of the wrong length.
     #[error("chunk {index}: got {actual} compressed bytes, manifest says {expected}")]
@@ -280,6 +305,17 @@ pub enum ChunkError {
         /// From the manifest.
         expected: u64,
         /// Produced.
+        actual: u64,
+    },
+    /// The caller's output buffer is not exactly the chunk's raw length (a caller bug, not bad
+    /// data).
+    #[error("chunk {index}: output buffer is {actual} bytes, the chunk is {expected}")]
+    BufferLength {
+        /// Chunk index.
+        index: u64,
+        /// The chunk's raw length.
+        expected: u64,
+        /// The buffer's length.
         actual: u64,
     },
     /// zstd rejected the frame (or it would exceed the chunk's raw length).
@@ -340,12 +376,12 @@ pub enum ChunkError {
         found: u64,
     },
     /// The reassembled image hashes to something else than the manifest says.
-    #[error("image SHA-256 is {actual}, manifest says {expected}")]
+    #[error("image digest is {actual}, manifest says {expected}")]
     ImageDigestMismatch {
         /// From the manifest.
-        expected: Sha256Digest,
+        expected: Digest,
         /// Computed.
-        actual: Sha256Digest,
+        actual: Digest,
     },
 }
 
@@ -356,6 +392,7 @@ impl ChunkError {
             Self::ChunkDigestMismatch { .. } => "chunk_digest_mismatch",
             Self::ChunkLengthMismatch { .. } => "chunk_length_mismatch",
             Self::RawLengthMismatch { .. } => "raw_length_mismatch",
+            Self::BufferLength { .. } => "buffer_length",
             Self::Decompress { .. } => "decompress_failed",
             Self::DecoderInit { .. } => "decoder_init_failed",
             Self::DataTruncated { .. } => "data_truncated",

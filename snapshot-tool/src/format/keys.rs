@@ -16,7 +16,7 @@
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
-use super::{MAX_SIGNATURE_FILE_LEN, Sha256Digest, SignatureError};
+use super::{Digest, MAX_SIGNATURE_FILE_LEN, SignatureError};
 
 /// Prefix of every signed message (domain separation).
 const SIGNING_CONTEXT: &[u8] = b"rackhand-snapshot-manifest-v1\0";
@@ -115,7 +115,7 @@ impl PublicKey {
 
     /// The key id.
     pub fn id(&self) -> KeyId {
-        let digest = Sha256Digest::of(self.key.as_bytes());
+        let digest = Digest::sha256(self.key.as_bytes());
         let mut id = [0u8; 8];
         id.copy_from_slice(digest.0.get(..8).unwrap_or(&[0; 8]));
         KeyId(id)

@@ -12,13 +12,14 @@ use super::{
 /// Flag bit 0 of a chunk entry: the chunk is all zeros and has no frame in the data file.
 const FLAG_ZERO: u32 = 1;
 
-/// A SHA-256 digest. Displays as 64 lowercase hex digits.
+/// A 32-byte digest: SHA-256 or BLAKE3, as the manifest's [`DigestAlgorithm`] says (key ids and
+/// the manifest's trailing checksum are always SHA-256). Displays as 64 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Sha256Digest(pub [u8; 32]);
+pub struct Digest(pub [u8; 32]);
 
-impl Sha256Digest {
-    /// The digest of `data`.
-    pub fn of(data: &[u8]) -> Self {
+impl Digest {
+    /// The SHA-256 digest of `data`.
+    pub fn sha256(data: &[u8]) -> Self {
         Self(Sha256::digest(data).into())
     }
 
@@ -31,15 +32,134 @@ impl Sha256Digest {
     }
 }
 
-impl std::fmt::Display for Sha256Digest {
+impl std::fmt::Display for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.to_hex())
     }
 }
 
-impl std::fmt::Debug for Sha256Digest {
+impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sha256Digest({self})")
+        write!(f, "Digest({self})")
+    }
+}
+
+/// The hash behind every chunk and image digest of one snapshot (see the format's module docs:
+/// version-1 manifests are SHA-256, version 2 names the algorithm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DigestAlgorithm {
+    /// SHA-256 (FIPS 180-4): the default, and the only algorithm of format version 1.
+    #[default]
+    Sha256,
+    /// BLAKE3 with 32-byte output: about 3.5x the speed of SHA-256 with SHA-NI on one core,
+    /// for machines where verifying at disk speed would otherwise be CPU-bound.
+    Blake3,
+}
+
+impl DigestAlgorithm {
+    /// Every algorithm, in id order.
+    pub const ALL: [Self; 2] = [Self::Sha256, Self::Blake3];
+
+    /// The manifest's algorithm id (header offset 52): 0 for SHA-256 (the reserved zero of
+    /// version 1), 1 for BLAKE3.
+    pub fn id(self) -> u32 {
+        match self {
+            Self::Sha256 => 0,
+            Self::Blake3 => 1,
+        }
+    }
+
+    /// The algorithm with manifest id `id`.
+    pub fn from_id(id: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.id() == id)
+    }
+
+    /// The format version that carries this algorithm: 1 for SHA-256 (so every reader since
+    /// version 1 reads default snapshots), 2 for BLAKE3.
+    pub fn format_version(self) -> u32 {
+        match self {
+            Self::Sha256 => 1,
+            Self::Blake3 => 2,
+        }
+    }
+
+    /// Lowercase name, as in `snapshot-tool build --digest NAME` and `inspect` output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Blake3 => "blake3",
+        }
+    }
+
+    /// The digest of `data`.
+    pub fn digest(self, data: &[u8]) -> Digest {
+        match self {
+            Self::Sha256 => Digest::sha256(data),
+            Self::Blake3 => Digest(*blake3::hash(data).as_bytes()),
+        }
+    }
+
+    /// An incremental hasher (for the whole-image digest).
+    pub fn hasher(self) -> Hasher {
+        match self {
+            Self::Sha256 => Hasher::Sha256(Sha256::new()),
+            Self::Blake3 => Hasher::Blake3(Box::new(blake3::Hasher::new())),
+        }
+    }
+}
+
+impl std::fmt::Display for DigestAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DigestAlgorithm {
+    type Err = FormatError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| FormatError::UnknownDigestName { name: s.to_owned() })
+    }
+}
+
+/// An incremental [`DigestAlgorithm`] hasher.
+#[derive(Clone)]
+pub enum Hasher {
+    /// SHA-256.
+    Sha256(Sha256),
+    /// BLAKE3 (boxed: its state is ~2 KiB).
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sha256(_) => "Hasher(sha256)",
+            Self::Blake3(_) => "Hasher(blake3)",
+        })
+    }
+}
+
+impl Hasher {
+    /// Adds `data`.
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Sha256(h) => h.update(data),
+            Self::Blake3(h) => {
+                h.update(data);
+            }
+        }
+    }
+
+    /// The digest of everything added.
+    pub fn finalize(self) -> Digest {
+        match self {
+            Self::Sha256(h) => Digest(h.finalize().into()),
+            Self::Blake3(h) => Digest(*h.finalize().as_bytes()),
+        }
     }
 }
 
@@ -147,10 +267,10 @@ pub enum ChunkKind {
     Stored {
         /// Frame length in bytes.
         compressed_len: u32,
-        /// SHA-256 of the raw chunk.
-        raw_sha256: Sha256Digest,
-        /// SHA-256 of the frame.
-        compressed_sha256: Sha256Digest,
+        /// Digest of the raw chunk.
+        raw_digest: Digest,
+        /// Digest of the frame.
+        compressed_digest: Digest,
     },
 }
 
@@ -187,8 +307,9 @@ impl ChunkEntry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     geometry: Geometry,
+    algorithm: DigestAlgorithm,
     data_len: u64,
-    image_sha256: Sha256Digest,
+    image_digest: Digest,
     chunks: Vec<ChunkEntry>,
 }
 
@@ -216,11 +337,11 @@ fn le_u64(bytes: &[u8], at: usize) -> Result<u64, FormatError> {
         })
 }
 
-fn digest_at(bytes: &[u8], at: usize) -> Result<Sha256Digest, FormatError> {
+fn digest_at(bytes: &[u8], at: usize) -> Result<Digest, FormatError> {
     bytes
         .get(at..at + 32)
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .map(Sha256Digest)
+        .map(Digest)
         .ok_or(FormatError::ManifestTruncated {
             len: bytes.len(),
             needed: at + 32,
@@ -242,10 +363,10 @@ impl Manifest {
             return Err(FormatError::BadMagic { found: magic });
         }
         let version = le_u32(bytes, 8)?;
-        if version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::UnsupportedVersion {
                 found: version,
-                supported: FORMAT_VERSION,
+                newest: FORMAT_VERSION,
             });
         }
         if bytes.len() < HEADER_LEN + TRAILER_LEN {
@@ -268,11 +389,23 @@ impl Manifest {
                 expected: ENTRY_LEN as u32,
             });
         }
-        if le_u32(bytes, 52)? != 0 {
-            return Err(FormatError::ReservedNonZero {
-                field: "header reserved",
-            });
-        }
+        let algorithm_id = le_u32(bytes, 52)?;
+        let algorithm = match DigestAlgorithm::from_id(algorithm_id) {
+            // Version 1 has a reserved zero here.
+            _ if version == 1 && algorithm_id != 0 => {
+                return Err(FormatError::ReservedNonZero {
+                    field: "header reserved",
+                });
+            }
+            None => return Err(FormatError::UnknownDigest { id: algorithm_id }),
+            Some(a) if a.format_version() != version => {
+                return Err(FormatError::DigestVersionMismatch {
+                    version,
+                    algorithm: a,
+                });
+            }
+            Some(a) => a,
+        };
         if bytes.len() > MAX_MANIFEST_LEN {
             return Err(FormatError::ManifestTooLarge {
                 len: bytes.len(),
@@ -281,7 +414,7 @@ impl Manifest {
         }
         let body_len = bytes.len() - TRAILER_LEN;
         let (body, trailer) = bytes.split_at(body_len);
-        if Sha256Digest::of(body).0[..] != *trailer {
+        if Digest::sha256(body).0[..] != *trailer {
             return Err(FormatError::ChecksumMismatch);
         }
 
@@ -290,7 +423,7 @@ impl Manifest {
         let chunk_size = le_u32(bytes, 28)?;
         let chunk_count = le_u64(bytes, 32)?;
         let data_len = le_u64(bytes, 40)?;
-        let image_sha256 = digest_at(bytes, 56)?;
+        let image_digest = digest_at(bytes, 56)?;
 
         if chunk_count > MAX_CHUNK_COUNT {
             return Err(FormatError::TooManyChunks {
@@ -325,8 +458,9 @@ impl Manifest {
         }
         Ok(Self {
             geometry,
+            algorithm,
             data_len,
-            image_sha256,
+            image_digest,
             chunks,
         })
     }
@@ -335,8 +469,9 @@ impl Manifest {
     /// [`Manifest::parse`]. The data length is where the last frame ends.
     pub fn from_parts(
         geometry: Geometry,
+        algorithm: DigestAlgorithm,
         chunks: Vec<ChunkEntry>,
-        image_sha256: Sha256Digest,
+        image_digest: Digest,
     ) -> Result<Self, FormatError> {
         if chunks.len() as u64 != geometry.chunk_count() {
             return Err(FormatError::ChunkCountMismatch {
@@ -347,8 +482,9 @@ impl Manifest {
         let data_len = check_entries(&geometry, &chunks, u64::MAX)?;
         Ok(Self {
             geometry,
+            algorithm,
             data_len,
-            image_sha256,
+            image_digest,
             chunks,
         })
     }
@@ -357,7 +493,7 @@ impl Manifest {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + ENTRY_LEN * self.chunks.len() + TRAILER_LEN);
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.algorithm.format_version().to_le_bytes());
         out.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
         out.extend_from_slice(&self.geometry.image_size.to_le_bytes());
         out.extend_from_slice(&self.geometry.sector_size.to_le_bytes());
@@ -365,16 +501,16 @@ impl Manifest {
         out.extend_from_slice(&(self.chunks.len() as u64).to_le_bytes());
         out.extend_from_slice(&self.data_len.to_le_bytes());
         out.extend_from_slice(&(ENTRY_LEN as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&self.image_sha256.0);
+        out.extend_from_slice(&self.algorithm.id().to_le_bytes());
+        out.extend_from_slice(&self.image_digest.0);
         for entry in &self.chunks {
             let (flags, compressed_len, raw_sha, comp_sha) = match entry.kind {
-                ChunkKind::Zero => (FLAG_ZERO, 0, Sha256Digest::ZERO, Sha256Digest::ZERO),
+                ChunkKind::Zero => (FLAG_ZERO, 0, Digest::ZERO, Digest::ZERO),
                 ChunkKind::Stored {
                     compressed_len,
-                    raw_sha256,
-                    compressed_sha256,
-                } => (0, compressed_len, raw_sha256, compressed_sha256),
+                    raw_digest,
+                    compressed_digest,
+                } => (0, compressed_len, raw_digest, compressed_digest),
             };
             out.extend_from_slice(&entry.image_offset.to_le_bytes());
             out.extend_from_slice(&entry.data_offset.to_le_bytes());
@@ -385,7 +521,7 @@ impl Manifest {
             out.extend_from_slice(&raw_sha.0);
             out.extend_from_slice(&comp_sha.0);
         }
-        let checksum = Sha256Digest::of(&out);
+        let checksum = Digest::sha256(&out);
         out.extend_from_slice(&checksum.0);
         out
     }
@@ -400,14 +536,24 @@ impl Manifest {
         self.geometry.image_size
     }
 
+    /// The algorithm of every chunk and image digest.
+    pub fn digest_algorithm(&self) -> DigestAlgorithm {
+        self.algorithm
+    }
+
+    /// The format version of this manifest's encoding (follows from the algorithm).
+    pub fn format_version(&self) -> u32 {
+        self.algorithm.format_version()
+    }
+
     /// Exact length of the data file.
     pub fn data_len(&self) -> u64 {
         self.data_len
     }
 
-    /// SHA-256 of the whole raw image.
-    pub fn image_sha256(&self) -> Sha256Digest {
-        self.image_sha256
+    /// Digest of the whole raw image.
+    pub fn image_digest(&self) -> Digest {
+        self.image_digest
     }
 
     /// The chunk table.
@@ -443,8 +589,8 @@ fn parse_entry(bytes: &[u8], at: usize, index: u64) -> Result<ChunkEntry, Format
     let raw_len = le_u32(bytes, at + 20)?;
     let flags = le_u32(bytes, at + 24)?;
     let reserved = le_u32(bytes, at + 28)?;
-    let raw_sha256 = digest_at(bytes, at + 32)?;
-    let compressed_sha256 = digest_at(bytes, at + 64)?;
+    let raw_digest = digest_at(bytes, at + 32)?;
+    let compressed_digest = digest_at(bytes, at + 64)?;
     let inconsistent = |what| FormatError::ChunkTableInconsistent { index, what };
     if reserved != 0 {
         return Err(inconsistent("reserved field is not zero"));
@@ -452,13 +598,13 @@ fn parse_entry(bytes: &[u8], at: usize, index: u64) -> Result<ChunkEntry, Format
     let kind = match flags {
         0 => ChunkKind::Stored {
             compressed_len,
-            raw_sha256,
-            compressed_sha256,
+            raw_digest,
+            compressed_digest,
         },
         FLAG_ZERO => {
             if compressed_len != 0
-                || raw_sha256 != Sha256Digest::ZERO
-                || compressed_sha256 != Sha256Digest::ZERO
+                || raw_digest != Digest::ZERO
+                || compressed_digest != Digest::ZERO
             {
                 return Err(inconsistent("zero chunk carries a frame length or digest"));
             }
@@ -549,8 +695,8 @@ mod tests {
             } else {
                 ChunkKind::Stored {
                     compressed_len: 100 + i as u32,
-                    raw_sha256: Sha256Digest([i as u8; 32]),
-                    compressed_sha256: Sha256Digest([0xa0 + i as u8; 32]),
+                    raw_digest: Digest([i as u8; 32]),
+                    compressed_digest: Digest([0xa0 + i as u8; 32]),
                 }
             };
             let entry = ChunkEntry {
@@ -562,7 +708,7 @@ mod tests {
             data += u64::from(entry.compressed_len());
             chunks.push(entry);
         }
-        Manifest::from_parts(g, chunks, Sha256Digest([7; 32])).unwrap()
+        Manifest::from_parts(g, DigestAlgorithm::Sha256, chunks, Digest([7; 32])).unwrap()
     }
 
     #[test]
@@ -617,17 +763,35 @@ mod tests {
         let m = sample();
         let mut chunks = m.chunks().to_vec();
         chunks.pop();
-        let err = Manifest::from_parts(*m.geometry(), chunks, m.image_sha256()).unwrap_err();
+        let err = Manifest::from_parts(
+            *m.geometry(),
+            m.digest_algorithm(),
+            chunks,
+            m.image_digest(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "chunk_count_mismatch");
 
         let mut chunks = m.chunks().to_vec();
         chunks[2].data_offset -= 1;
-        let err = Manifest::from_parts(*m.geometry(), chunks, m.image_sha256()).unwrap_err();
+        let err = Manifest::from_parts(
+            *m.geometry(),
+            m.digest_algorithm(),
+            chunks,
+            m.image_digest(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "chunk_overlap");
 
         let mut chunks = m.chunks().to_vec();
         chunks[3].raw_len += 1;
-        let err = Manifest::from_parts(*m.geometry(), chunks, m.image_sha256()).unwrap_err();
+        let err = Manifest::from_parts(
+            *m.geometry(),
+            m.digest_algorithm(),
+            chunks,
+            m.image_digest(),
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "chunk_table_inconsistent");
     }
 }

@@ -109,8 +109,8 @@ fn keygen_build_verify_tamper() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&ok(&["inspect", "--json", s(&snap)])).unwrap();
-    let image_sha = snapshot_tool::format::Sha256Digest::of(&synthetic_image()).to_hex();
-    assert_eq!(json["image_sha256"], image_sha.as_str());
+    let image_sha = snapshot_tool::format::Digest::sha256(&synthetic_image()).to_hex();
+    assert_eq!(json["image_digest"], image_sha.as_str());
     assert_eq!(json["chunks"].as_array().unwrap().len(), 8);
 
     let report = ok(&["verify", "--pubkey", s(&public), s(&snap)]);
@@ -121,6 +121,40 @@ fn keygen_build_verify_tamper() {
     std::fs::create_dir(&keys).unwrap();
     std::fs::copy(&public, keys.join("release.pub")).unwrap();
     ok(&["verify", "--pubkey", s(&keys), s(&snap)]);
+
+    // The same image with BLAKE3 digests: format version 2, same chunks, verifies.
+    ok(&[
+        "build",
+        "--image",
+        s(&image),
+        "--out",
+        s(&out),
+        "--name",
+        "disk-b3",
+        "--chunk-size",
+        "1M",
+        "--digest",
+        "blake3",
+        "--key",
+        s(&key),
+    ]);
+    let snap_b3 = out.join("disk-b3");
+    let json_b3: serde_json::Value =
+        serde_json::from_str(&ok(&["inspect", "--json", s(&snap_b3)])).unwrap();
+    assert_eq!(json_b3["format_version"], 2);
+    assert_eq!(json_b3["digest_algorithm"], "blake3");
+    assert_eq!(json["format_version"], 1);
+    assert_eq!(json["digest_algorithm"], "sha256");
+    let image_b3 = snapshot_tool::format::DigestAlgorithm::Blake3
+        .digest(&synthetic_image())
+        .to_hex();
+    assert_eq!(json_b3["image_digest"], image_b3.as_str());
+    assert_eq!(json_b3["stored_chunks"], json["stored_chunks"]);
+    let report = ok(&["verify", "--pubkey", s(&public), s(&snap_b3)]);
+    assert!(report.contains(&format!("blake3 {image_b3}")), "{report}");
+    let text = ok(&["inspect", s(&snap_b3)]);
+    assert!(text.contains("rackhand snapshot v2"), "{text}");
+    std::fs::remove_dir_all(&snap_b3).unwrap();
 
     // Tamper with one byte of a stored chunk.
     let frame_offset = json["chunks"][5]["data_offset"].as_u64().unwrap() as usize;
@@ -216,8 +250,8 @@ fn qcow2_input() {
     ]);
     let json: serde_json::Value =
         serde_json::from_str(&ok(&["inspect", "--json", s(&out.join("q"))])).unwrap();
-    let sha = snapshot_tool::format::Sha256Digest::of(&image).to_hex();
-    assert_eq!(json["image_sha256"], sha.as_str());
+    let sha = snapshot_tool::format::Digest::sha256(&image).to_hex();
+    assert_eq!(json["image_digest"], sha.as_str());
     assert_eq!(json["image_size"], image.len() as u64);
     assert_eq!(json["signature"]["status"], "missing");
     // The temporary raw file is gone.
@@ -261,4 +295,18 @@ fn bad_arguments_have_codes() {
         "lots",
     ]);
     assert_eq!(bad.status.code(), Some(2));
+    let bad = run(&[
+        "build",
+        "--image",
+        s(&image),
+        "--out",
+        out,
+        "--name",
+        "x",
+        "--digest",
+        "md5",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("expected sha256 or blake3"), "{stderr}");
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use rand::{RngCore as _, SeedableRng as _};
 use snapshot_tool::build::{BuildOptions, build_dir};
-use snapshot_tool::format::{Manifest, SecretKey};
+use snapshot_tool::format::{DigestAlgorithm, Manifest, SecretKey};
 
 /// Chunk size used by the fixtures: the smallest allowed, so images stay small.
 pub(crate) const CHUNK: u32 = 1 << 20;
@@ -64,13 +64,22 @@ pub(crate) struct Fixture {
     pub(crate) manifest: Manifest,
 }
 
+/// The fixture with SHA-256 digests (the default, format version 1).
 pub(crate) fn fixture() -> Fixture {
+    fixture_with(DigestAlgorithm::Sha256)
+}
+
+/// The fixture with `digest` (BLAKE3 gives a format-version-2 manifest).
+pub(crate) fn fixture_with(digest: DigestAlgorithm) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let image = synthetic_image();
     let built = build_dir(
         &image[..],
         image.len() as u64,
-        &options(2),
+        &BuildOptions {
+            digest,
+            ..options(2)
+        },
         tmp.path(),
         "snap",
         Some(&key()),
@@ -88,7 +97,7 @@ pub(crate) fn fixture() -> Fixture {
 /// Recomputes the trailing checksum after a test edited a manifest's bytes.
 pub(crate) fn reseal(bytes: &mut [u8]) {
     let body = bytes.len() - 32;
-    let digest = snapshot_tool::format::Sha256Digest::of(&bytes[..body]);
+    let digest = snapshot_tool::format::Digest::sha256(&bytes[..body]);
     bytes[body..].copy_from_slice(&digest.0);
 }
 

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use snapshot_tool::format::{ChunkEntry, ChunkKind, Geometry, KeyId, Manifest, Sha256Digest};
+use snapshot_tool::format::{
+    ChunkEntry, ChunkKind, Digest, DigestAlgorithm, Geometry, KeyId, Manifest,
+};
 use snapshot_tool::inspect::{Inspection, SignatureState, render_json, render_text};
 
 fn golden_path(name: &str) -> PathBuf {
@@ -44,8 +46,8 @@ fn sample_inspection(signature: SignatureState) -> Inspection {
             None => ChunkKind::Zero,
             Some(compressed_len) => ChunkKind::Stored {
                 compressed_len,
-                raw_sha256: Sha256Digest([0x11 * (index as u8 + 1); 32]),
-                compressed_sha256: Sha256Digest([0xa0 + index as u8; 32]),
+                raw_digest: Digest([0x11 * (index as u8 + 1); 32]),
+                compressed_digest: Digest([0xa0 + index as u8; 32]),
             },
         };
         let entry = ChunkEntry {
@@ -57,7 +59,8 @@ fn sample_inspection(signature: SignatureState) -> Inspection {
         data += u64::from(entry.compressed_len());
         chunks.push(entry);
     }
-    let manifest = Manifest::from_parts(g, chunks, Sha256Digest::of(b"image")).unwrap();
+    let manifest =
+        Manifest::from_parts(g, DigestAlgorithm::Sha256, chunks, Digest::sha256(b"image")).unwrap();
     Inspection {
         name: "debian-12".to_string(),
         manifest_len: manifest.encode().len() as u64,

@@ -4,12 +4,14 @@ use std::fs::{self, OpenOptions};
 
 use snapshot_tool::build::sign_dir;
 use snapshot_tool::format::{
-    ChunkEntry, ChunkError, ChunkKind, ChunkStream, ChunkVerifier, DigestKind, Geometry,
-    MAX_MANIFEST_LEN, Manifest, PublicKey, Sha256Digest, SignatureFile, sign_manifest,
+    ChunkEntry, ChunkError, ChunkKind, ChunkStream, ChunkVerifier, Digest, DigestAlgorithm,
+    DigestKind, Geometry, MAX_MANIFEST_LEN, Manifest, PublicKey, SignatureFile, sign_manifest,
 };
 use snapshot_tool::verify::{VerifyError, verify_dir};
 
-use crate::common::{copy_snapshot, fixture, key, other_key, put_u32, put_u64, reseal};
+use crate::common::{
+    copy_snapshot, fixture, fixture_with, key, other_key, put_u32, put_u64, reseal,
+};
 
 fn verify_code(dir: &std::path::Path) -> &'static str {
     let err = verify_dir(dir, &[key().public()], &mut |_| {}).unwrap_err();
@@ -80,11 +82,11 @@ fn raw_digest_mismatch_is_caught_after_decompression() {
         raw_len: 4096,
         kind: ChunkKind::Stored {
             compressed_len: frame.len() as u32,
-            raw_sha256: Sha256Digest::of(b"something else"),
-            compressed_sha256: Sha256Digest::of(&frame),
+            raw_digest: Digest::sha256(b"something else"),
+            compressed_digest: Digest::sha256(&frame),
         },
     };
-    let mut v = ChunkVerifier::new().unwrap();
+    let mut v = ChunkVerifier::with_algorithm(DigestAlgorithm::Sha256).unwrap();
     let err = v.verify(0, &entry, &frame).unwrap_err();
     assert_eq!(err.code(), "chunk_digest_mismatch");
     assert!(matches!(
@@ -100,8 +102,8 @@ fn raw_digest_mismatch_is_caught_after_decompression() {
     short.raw_len = 4095;
     short.kind = ChunkKind::Stored {
         compressed_len: frame.len() as u32,
-        raw_sha256: Sha256Digest::of(&raw),
-        compressed_sha256: Sha256Digest::of(&frame),
+        raw_digest: Digest::sha256(&raw),
+        compressed_digest: Digest::sha256(&frame),
     };
     assert_eq!(
         v.verify(0, &short, &frame).unwrap_err().code(),
@@ -123,8 +125,8 @@ fn raw_digest_mismatch_is_caught_after_decompression() {
     let mut forged = entry;
     forged.kind = ChunkKind::Stored {
         compressed_len: 64,
-        raw_sha256: Sha256Digest::of(&raw),
-        compressed_sha256: Sha256Digest::of(&garbage),
+        raw_digest: Digest::sha256(&raw),
+        compressed_digest: Digest::sha256(&garbage),
     };
     assert_eq!(
         v.verify(0, &forged, &garbage).unwrap_err().code(),
@@ -232,13 +234,14 @@ fn signed_manifest_claiming_more_than_the_file_holds() {
             raw_len,
             kind: ChunkKind::Stored {
                 compressed_len: 1000,
-                raw_sha256: Sha256Digest([1; 32]),
-                compressed_sha256: Sha256Digest([2; 32]),
+                raw_digest: Digest([1; 32]),
+                compressed_digest: Digest([2; 32]),
             },
         });
         offset += 1000;
     }
-    let forged = Manifest::from_parts(bigger, chunks, m.image_sha256()).unwrap();
+    let forged =
+        Manifest::from_parts(bigger, m.digest_algorithm(), chunks, m.image_digest()).unwrap();
     let bytes = forged.encode();
     fs::write(f.dir.join("manifest.bin"), &bytes).unwrap();
     fs::write(
@@ -286,7 +289,22 @@ fn manifest_field_edits_have_specific_codes() {
     type Edit = Box<dyn Fn(&mut Vec<u8>)>;
     let cases: Vec<(&str, Edit, bool)> = vec![
         ("bad_magic", Box::new(|b| b[1] = b'X'), false),
-        ("unsupported_version", Box::new(|b| put_u32(b, 8, 2)), false),
+        ("unsupported_version", Box::new(|b| put_u32(b, 8, 3)), false),
+        ("unsupported_version", Box::new(|b| put_u32(b, 8, 0)), false),
+        // Version 2 exists for BLAKE3: a SHA-256 table relabelled version 2 is not canonical.
+        (
+            "digest_version_mismatch",
+            Box::new(|b| put_u32(b, 8, 2)),
+            true,
+        ),
+        (
+            "unknown_digest",
+            Box::new(|b| {
+                put_u32(b, 8, 2);
+                put_u32(b, 52, 7);
+            }),
+            true,
+        ),
         ("checksum_mismatch", Box::new(|b| b[20] ^= 1), false),
         (
             "bad_header_length",
@@ -294,7 +312,9 @@ fn manifest_field_edits_have_specific_codes() {
             true,
         ),
         ("bad_entry_length", Box::new(|b| put_u32(b, 48, 64)), true),
+        // Version 1 has a reserved zero where version 2 names the algorithm.
         ("reserved_nonzero", Box::new(|b| put_u32(b, 52, 1)), true),
+        ("reserved_nonzero", Box::new(|b| put_u32(b, 52, 7)), true),
         ("bad_sector_size", Box::new(|b| put_u32(b, 24, 3)), true),
         ("bad_chunk_size", Box::new(|b| put_u32(b, 28, 0)), true),
         (
@@ -466,4 +486,82 @@ fn key_file_damage() {
         let sig = sign_manifest(b"x", &key());
         assert!(snapshot_tool::format::verify_signature(b"x", &sig, &k).is_err());
     }
+}
+
+/// A BLAKE3 snapshot (format version 2) is checked exactly like a SHA-256 one: a flipped
+/// byte in a frame is a compressed-digest mismatch, and the signature still binds the
+/// manifest (algorithm field included).
+#[test]
+fn blake3_snapshot_tampering() {
+    let f = fixture_with(DigestAlgorithm::Blake3);
+    assert_eq!(f.manifest.format_version(), 2);
+    let entry = f.manifest.chunks()[6];
+    flip_byte(&f.dir.join("data.zst"), entry.data_offset + 10);
+    match verify_dir(&f.dir, &[key().public()], &mut |_| {}).unwrap_err() {
+        VerifyError::BadChunks { count, first, .. } => {
+            assert_eq!(count, 1);
+            assert!(matches!(
+                first,
+                ChunkError::ChunkDigestMismatch {
+                    index: 6,
+                    which: DigestKind::Compressed,
+                    ..
+                }
+            ));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Relabelling the manifest as SHA-256 (version 1, id 0, resealed) breaks the signature;
+    // without the signature check, every stored chunk then fails its digest.
+    let f = fixture_with(DigestAlgorithm::Blake3);
+    let mut bytes = f.manifest.encode();
+    put_u32(&mut bytes, 8, 1);
+    put_u32(&mut bytes, 52, 0);
+    reseal(&mut bytes);
+    fs::write(f.dir.join("manifest.bin"), &bytes).unwrap();
+    assert_eq!(verify_code(&f.dir), "bad_signature");
+    let relabelled = Manifest::parse(&bytes).unwrap();
+    assert_eq!(relabelled.digest_algorithm(), DigestAlgorithm::Sha256);
+    let data = fs::File::open(f.dir.join("data.zst")).unwrap();
+    let mut stream = ChunkStream::new(&relabelled, data).unwrap();
+    let mut failed = 0;
+    while let Some(chunk) = stream.next_chunk() {
+        match chunk {
+            Ok(c) => assert!(c.zero, "chunk {} passed under the wrong algorithm", c.index),
+            Err(e) => {
+                assert_eq!(e.code(), "chunk_digest_mismatch");
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, relabelled.stored_chunks());
+}
+
+/// Both algorithms against published test vectors, so a swapped or misconfigured hash
+/// cannot pass as the right one.
+#[test]
+fn digest_algorithms_match_known_vectors() {
+    assert_eq!(
+        DigestAlgorithm::Sha256.digest(b"abc").to_hex(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    assert_eq!(
+        DigestAlgorithm::Blake3.digest(b"").to_hex(),
+        "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    );
+    for alg in DigestAlgorithm::ALL {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let mut h = alg.hasher();
+        for piece in data.chunks(7_919) {
+            h.update(piece);
+        }
+        assert_eq!(h.finalize(), alg.digest(&data), "{alg}");
+        assert_eq!(alg.name().parse::<DigestAlgorithm>().unwrap(), alg);
+        assert_eq!(DigestAlgorithm::from_id(alg.id()), Some(alg));
+    }
+    assert_eq!(
+        "md5".parse::<DigestAlgorithm>().unwrap_err().code(),
+        "unknown_digest_name"
+    );
 }

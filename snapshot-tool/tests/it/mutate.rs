@@ -5,16 +5,22 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use snapshot_tool::format::{
-    ChunkEntry, ChunkKind, ChunkVerifier, Manifest, PublicKey, SecretKey, Sha256Digest,
+    ChunkEntry, ChunkKind, ChunkVerifier, Digest, DigestAlgorithm, Manifest, PublicKey, SecretKey,
     SignatureFile,
 };
 
-use crate::common::{fixture, reseal};
+use crate::common::{fixture, fixture_with, reseal};
 
-/// A valid manifest from the shared fixture, built once.
-fn valid_manifest() -> &'static [u8] {
-    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
-    BYTES.get_or_init(|| fixture().manifest.encode())
+/// A valid manifest from the shared fixture, built once: SHA-256 (format version 1) or
+/// BLAKE3 (version 2).
+fn valid_manifest(blake3: bool) -> &'static [u8] {
+    static SHA256: OnceLock<Vec<u8>> = OnceLock::new();
+    static BLAKE3: OnceLock<Vec<u8>> = OnceLock::new();
+    if blake3 {
+        BLAKE3.get_or_init(|| fixture_with(DigestAlgorithm::Blake3).manifest.encode())
+    } else {
+        SHA256.get_or_init(|| fixture().manifest.encode())
+    }
 }
 
 /// A valid signature file, public key file and secret key file, made once (signing is slow
@@ -54,7 +60,7 @@ fn interesting_u64() -> impl Strategy<Value = u64> {
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    let len = valid_manifest().len();
+    let len = valid_manifest(false).len();
     prop_oneof![
         (0..len, 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
         (0..len, any::<u8>()).prop_map(|(at, value)| Mutation::Set { at, value }),
@@ -121,8 +127,9 @@ proptest! {
     fn mutated_manifests_never_panic(
         mutations in proptest::collection::vec(mutation(), 1..4),
         seal in any::<bool>(),
+        blake3 in any::<bool>(),
     ) {
-        let mut bytes = valid_manifest().to_vec();
+        let mut bytes = valid_manifest(blake3).to_vec();
         for m in &mutations {
             apply(&mut bytes, m);
         }
@@ -176,11 +183,11 @@ proptest! {
             raw_len,
             kind: ChunkKind::Stored {
                 compressed_len: frame.len() as u32,
-                raw_sha256: Sha256Digest::ZERO,
-                compressed_sha256: Sha256Digest::of(&frame),
+                raw_digest: Digest::ZERO,
+                compressed_digest: Digest::sha256(&frame),
             },
         };
-        let mut v = ChunkVerifier::new().unwrap();
+        let mut v = ChunkVerifier::with_algorithm(DigestAlgorithm::Sha256).unwrap();
         match v.verify(0, &entry, &frame) {
             Ok(raw) => prop_assert_eq!(raw.len(), raw_len as usize),
             Err(e) => prop_assert!(matches!(

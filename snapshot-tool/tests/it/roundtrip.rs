@@ -5,17 +5,25 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 
 use snapshot_tool::build::build_stream;
 use snapshot_tool::format::{
-    ChunkKind, ChunkStream, ChunkVerifier, ImageVerifier, Manifest, Sha256Digest, SignatureFile,
+    ChunkKind, ChunkStream, ChunkVerifier, DigestAlgorithm, ImageVerifier, Manifest, SignatureFile,
     verify_signature,
 };
 use snapshot_tool::verify::verify_dir;
 
-use crate::common::{CHUNK, fixture, key, options, synthetic_image};
+use crate::common::{CHUNK, fixture_with, key, options, synthetic_image};
 
 #[test]
 fn build_verify_reassemble() {
-    let f = fixture();
+    for alg in DigestAlgorithm::ALL {
+        build_verify_reassemble_with(alg);
+    }
+}
+
+fn build_verify_reassemble_with(alg: DigestAlgorithm) {
+    let f = fixture_with(alg);
     let m = &f.manifest;
+    assert_eq!(m.digest_algorithm(), alg);
+    assert_eq!(m.format_version(), alg.format_version());
 
     // The table reflects the image: 8 chunks, 7 full and one of 1536 bytes, chunks 2 and 4
     // all zero and not stored, the rest stored; the half-zero chunk 3 is stored.
@@ -31,7 +39,7 @@ fn build_verify_reassemble() {
     // Random chunks barely compress, text compresses a lot.
     assert!(m.chunks()[0].compressed_len() > CHUNK * 99 / 100);
     assert!(m.chunks()[1].compressed_len() < CHUNK / 50);
-    assert_eq!(m.image_sha256(), Sha256Digest::of(&f.image));
+    assert_eq!(m.image_digest(), alg.digest(&f.image));
 
     let public = key().public();
     let mut seen = Vec::new();
@@ -42,7 +50,8 @@ fn build_verify_reassemble() {
     assert_eq!(report.key_id, public.id());
     assert_eq!(report.chunk_count, 8);
     assert_eq!(report.zero_chunks, 2);
-    assert_eq!(report.image_sha256, Sha256Digest::of(&f.image));
+    assert_eq!(report.digest_algorithm, alg);
+    assert_eq!(report.image_digest, alg.digest(&f.image));
     assert_eq!(seen.last(), Some(&(f.image.len() as u64)));
     assert!(seen.windows(2).all(|w| w[0] <= w[1]));
 
@@ -67,29 +76,64 @@ fn build_verify_reassemble() {
     }
     assert_eq!(count, 8);
     stream.expect_end().unwrap();
-    assert_eq!(image_check.finish().unwrap(), Sha256Digest::of(&f.image));
-    assert_eq!(Sha256Digest::of(&rebuilt), Sha256Digest::of(&f.image));
+    assert_eq!(image_check.finish().unwrap(), alg.digest(&f.image));
     assert!(rebuilt == f.image);
+
+    // Every stored entry carries the algorithm's digests of its raw bytes and of its frame.
+    let frames = std::fs::read(f.dir.join("data.zst")).unwrap();
+    for c in m.chunks() {
+        if let ChunkKind::Stored {
+            compressed_len,
+            raw_digest,
+            compressed_digest,
+        } = c.kind
+        {
+            let at = c.image_offset as usize;
+            let frame = &frames[c.data_offset as usize..][..compressed_len as usize];
+            assert_eq!(
+                raw_digest,
+                alg.digest(&f.image[at..at + c.raw_len as usize])
+            );
+            assert_eq!(compressed_digest, alg.digest(frame));
+        }
+    }
 }
 
 #[test]
 fn random_access_and_resume() {
-    let f = fixture();
+    for alg in DigestAlgorithm::ALL {
+        random_access_and_resume_with(alg);
+    }
+}
+
+fn random_access_and_resume_with(alg: DigestAlgorithm) {
+    let f = fixture_with(alg);
     let m = &f.manifest;
     let mut data = File::open(f.dir.join("data.zst")).unwrap();
 
-    // Any single chunk can be fetched by its (offset, length) range and verified alone.
-    let mut verifier = ChunkVerifier::new().unwrap();
+    // Any single chunk can be fetched by its (offset, length) range and verified alone,
+    // straight into a caller's buffer too.
+    let mut verifier = ChunkVerifier::new(m).unwrap();
+    let mut out = Vec::new();
     for (index, entry) in (0u64..).zip(m.chunks()) {
         let mut frame = vec![0u8; entry.compressed_len() as usize];
         data.seek(SeekFrom::Start(entry.data_offset)).unwrap();
         data.read_exact(&mut frame).unwrap();
         let raw = verifier.verify(index, entry, &frame).unwrap();
         let at = entry.image_offset as usize;
-        assert!(
-            raw == &f.image[at..at + entry.raw_len as usize],
-            "chunk {index}"
-        );
+        let expected = &f.image[at..at + entry.raw_len as usize];
+        assert!(raw == expected, "chunk {index}");
+        out.clear();
+        out.resize(entry.raw_len as usize, 0xAA);
+        verifier
+            .verify_into(index, entry, &frame, &mut out)
+            .unwrap();
+        assert!(out == expected, "chunk {index} into a buffer");
+        let code = verifier
+            .verify_into(index, entry, &frame, &mut out[1..])
+            .unwrap_err()
+            .code();
+        assert_eq!(code, "buffer_length");
     }
 
     // Resuming at chunk 5 from its data offset (what a Range request returns) yields 5..8.

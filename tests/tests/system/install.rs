@@ -2,8 +2,9 @@
 //! agent, which verifies and writes the snapshot to its blank disk and reports; the machine is
 //! `in-use`, and its next netboot sends it to its own disk, which boots the installed OS. Once
 //! with SeaBIOS (the MBR code and syslinux boot the disk) and once with OVMF (the firmware's
-//! removable-media path `\EFI\BOOT\BOOTX64.EFI`, systemd-boot, boots it): the same snapshot
-//! serves both.
+//! removable-media path `\EFI\BOOT\BOOTX64.EFI`, systemd-boot, boots it): the same disk
+//! image serves both: the BIOS machine installs it as the default SHA-256 snapshot, the UEFI
+//! machine as the BLAKE3 one (`snapshot-tool build --digest blake3`, format version 2).
 
 use std::time::Duration;
 
@@ -16,8 +17,12 @@ use rackhand_tests::{paths, test_mac};
 
 use crate::support::{REGISTER_TIMEOUT, VM_NEEDS};
 
-/// The snapshot `cargo xtask test-os` builds into `target/dist/snapshots/`.
-const SNAPSHOT: &str = "test-os";
+/// The test OS's name, which its marker repeats (`rackhand.snapshot=` on its kernel command
+/// line); `cargo xtask test-os` builds it into `target/dist/snapshots/` under this name with
+/// SHA-256 digests, and as [`SNAPSHOT_BLAKE3`] with BLAKE3 digests.
+const OS_NAME: &str = "test-os";
+/// The same image as a BLAKE3 snapshot (format version 2).
+const SNAPSHOT_BLAKE3: &str = "test-os-blake3";
 /// What the installed test OS prints (see `xtask/testos/init.c`).
 const MARKER: &str = "RACKHAND-TEST-OS booted";
 /// The appliance's script line for a machine in use (see `pxe-server/src/boot.rs`).
@@ -32,6 +37,8 @@ const AGENT_STARTED: &str = "starting as PID 1";
 struct Machine<'a> {
     /// The firmware path.
     firmware: Firmware,
+    /// The snapshot it is told to install, and the digest algorithm the agent names.
+    snapshot: (&'a str, &'a str),
     /// SMBIOS serial (the marker repeats it).
     serial: &'a str,
     /// Byte 5 of its MAC (tests use distinct ones).
@@ -49,6 +56,7 @@ fn bios_machine_installs_the_test_os_and_boots_it() -> Result<()> {
         "bios_machine_installs_the_test_os_and_boots_it",
         &Machine {
             firmware: Firmware::Bios,
+            snapshot: (OS_NAME, "sha256 digests"),
             serial: "RH-INSTALL-0001",
             mac_tag: 0x50,
             // syslinux's banner (the BIOS path of the test OS disk).
@@ -64,6 +72,7 @@ fn uefi_machine_installs_the_test_os_and_boots_it() -> Result<()> {
         "uefi_machine_installs_the_test_os_and_boots_it",
         &Machine {
             firmware: Firmware::UefiPxe,
+            snapshot: (SNAPSHOT_BLAKE3, "blake3 digests"),
             serial: "RH-INSTALL-0002",
             mac_tag: 0x51,
             // The kernel's EFI stub, started by systemd-boot, takes the initrd from it.
@@ -85,7 +94,8 @@ fn installs_the_test_os_and_boots_it(test: &str, machine: &Machine<'_>) -> Resul
     if !gate::require(test, &needs)? {
         return Ok(());
     }
-    let snapshot_dir = paths::dist_dir().join("snapshots").join(SNAPSHOT);
+    let (snapshot, digests) = machine.snapshot;
+    let snapshot_dir = paths::dist_dir().join("snapshots").join(snapshot);
     if !snapshot_dir.join("manifest.bin").is_file() {
         let why = format!(
             "{} is missing: run `cargo xtask test-os` then `cargo xtask dist`",
@@ -125,7 +135,7 @@ fn installs_the_test_os_and_boots_it(test: &str, machine: &Machine<'_>) -> Resul
     let registered = vm.uptime();
     let reply = app.operator_post(
         &format!("/api/v1/machines/{}/install", m.id),
-        &serde_json::json!({ "snapshot": SNAPSHOT }),
+        &serde_json::json!({ "snapshot": snapshot }),
     )?;
     assert_eq!(reply.status, 200, "install: {}", reply.body);
     // The waiting agent's token dies with the state change; it reboots (QEMU exits: -no-reboot).
@@ -137,7 +147,7 @@ fn installs_the_test_os_and_boots_it(test: &str, machine: &Machine<'_>) -> Resul
     let installed = vm.wait_for("installed and verified", REGISTER_TIMEOUT)?;
     let console = vm.console().text();
     assert!(
-        console.contains("manifest signed by a trusted key"),
+        console.contains("manifest signed by a trusted key") && console.contains(digests),
         "{}",
         vm.report()
     );
@@ -145,14 +155,14 @@ fn installs_the_test_os_and_boots_it(test: &str, machine: &Machine<'_>) -> Resul
     drop(vm);
     let (m, _) =
         app.wait_for_machine(serial, MachineState::InUse, Duration::from_secs(30), None)?;
-    assert_eq!(m.snapshot.as_deref(), Some(SNAPSHOT), "{m:#?}");
+    assert_eq!(m.snapshot.as_deref(), Some(snapshot), "{m:#?}");
 
     // Third boot: in use, so the appliance sends it to its disk, which boots the installed OS.
     let vm = power_on("install-3")?.start(&ns, dir.path())?;
     let to_disk = vm.wait_for(LOCAL_DISK_LINE, REGISTER_TIMEOUT)?;
     let booted = vm.wait_for(MARKER, machine.boot_timeout)?;
     let console = vm.console().text();
-    let want = format!("{MARKER} serial={serial} snapshot={SNAPSHOT}");
+    let want = format!("{MARKER} serial={serial} snapshot={OS_NAME}");
     assert!(console.contains(&want), "no {want:?}:\n{}", vm.report());
     // The marker comes after the appliance's local-disk decision and through this firmware's
     // boot path of the disk.

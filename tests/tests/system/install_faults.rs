@@ -38,8 +38,8 @@ use rackhand_tests::{
     test_mac,
 };
 use snapshot_tool::format::{
-    ChunkEntry, ChunkKind, ChunkStream, DATA_FILE, Geometry, MANIFEST_FILE, Manifest, PublicKey,
-    SIGNATURE_FILE, SecretKey, Sha256Digest, SignatureFile, sign_manifest, verify_signature_any,
+    ChunkEntry, ChunkKind, ChunkStream, DATA_FILE, Digest, Geometry, MANIFEST_FILE, Manifest,
+    PublicKey, SIGNATURE_FILE, SecretKey, SignatureFile, sign_manifest, verify_signature_any,
 };
 
 use crate::support::{REGISTER_TIMEOUT, VM_NEEDS};
@@ -259,14 +259,19 @@ fn variants(os: &TestOs, trusted: &SecretKey) -> Result<Vec<Variant>> {
             raw_len: g.chunk_size(),
             kind: ChunkKind::Stored {
                 compressed_len,
-                raw_sha256: Sha256Digest::of(format!("claimed raw {index}").as_bytes()),
-                compressed_sha256: Sha256Digest::of(format!("claimed frame {index}").as_bytes()),
+                raw_digest: Digest::sha256(format!("claimed raw {index}").as_bytes()),
+                compressed_digest: Digest::sha256(format!("claimed frame {index}").as_bytes()),
             },
         });
         data_offset += u64::from(compressed_len);
     }
-    let claimed = Manifest::from_parts(geometry, chunks, os.manifest.image_sha256())
-        .map_err(|e| Error::Invalid(format!("over-claiming manifest: {e}")))?;
+    let claimed = Manifest::from_parts(
+        geometry,
+        os.manifest.digest_algorithm(),
+        chunks,
+        os.manifest.image_digest(),
+    )
+    .map_err(|e| Error::Invalid(format!("over-claiming manifest: {e}")))?;
     if claimed.data_len() <= os.data.len() as u64 {
         return Err(Error::Invalid("the manifest does not over-claim".into()));
     }
@@ -385,7 +390,7 @@ fn classify(head: &[u8], pattern: &[u8], image: &[u8]) -> (Head, String) {
     } else {
         Head::Other
     };
-    (kind, Sha256Digest::of(head).to_hex())
+    (kind, Digest::sha256(head).to_hex())
 }
 
 /// The install result events of a history (agent reports with `order: install`).
