@@ -1944,64 +1944,16 @@ mod tests {
         assert!(bytes[12 * MIB..40 * MIB].iter().all(|&b| b == 0xEE));
     }
 
-    /// A shareable in-memory disk whose writes covering one byte offset fail with EIO, on
-    /// whichever lane they happen.
-    #[derive(Debug, Clone)]
-    struct FailAt {
-        mem: MemTarget,
-        offset: u64,
-    }
-
-    impl WriteTarget for FailAt {
-        fn describe(&self) -> String {
-            self.mem.describe()
-        }
-        fn capacity(&self) -> u64 {
-            self.mem.capacity()
-        }
-        fn logical_block_size(&self) -> Option<u32> {
-            self.mem.logical_block_size()
-        }
-        fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
-            if (offset..offset + buf.len() as u64).contains(&self.offset) {
-                return Err(io::Error::from_raw_os_error(nix::libc::EIO));
-            }
-            self.mem.write_at(buf, offset)
-        }
-        fn read_at(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-            self.mem.read_at(buf, offset)
-        }
-        fn sync(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-        fn drop_cache(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-        fn is_direct(&self) -> bool {
-            false
-        }
-        fn reread_partitions(&mut self) -> Option<io::Result<()>> {
-            None
-        }
-        fn lane(&self) -> Option<Box<dyn WriteTarget>> {
-            Some(Box::new(self.clone()))
-        }
-    }
-
-    /// With two writes in flight (the writer and its lane alternate chunks), a failed write
-    /// still stops the install at that chunk, whichever lane wrote it: every chunk before it
-    /// is on the disk, the resume point is that chunk, and the head is still held back.
+    /// With two writes in flight (the lanes take chunks in turn), a failed write still stops
+    /// the install at that chunk, whichever lane wrote it: every chunk before it is on the
+    /// disk, the resume point is that chunk, and the head is still held back.
     #[test]
     fn a_write_failure_on_either_lane_stops_at_that_chunk() {
         let img = many_chunks();
         let (m, data) = snapshot(&img);
         for bad in 1..=12u64 {
-            let mem = MemTarget::new(48 * MIB);
-            let target = FailAt {
-                mem: mem.clone(),
-                offset: bad * MIB as u64 + 4096,
-            };
-            let mut w = ImageWriter::with_target(Box::new(target), &m, all_chunks()).unwrap();
+            let mem = MemTarget::failing_at(48 * MIB, bad * MIB as u64 + 4096);
+            let mut w = ImageWriter::with_target(Box::new(mem.clone()), &m, all_chunks()).unwrap();
             let mut reported = Vec::new();
             let err = w
                 .feed(&data[..], &mut |p: &Progress| reported.push(p.chunks_done))

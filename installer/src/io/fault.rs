@@ -36,6 +36,8 @@ pub(crate) struct MemTarget {
     bytes: Arc<Mutex<Vec<u8>>>,
     len: u64,
     lbs: Option<u32>,
+    /// Writes that cover this byte fail with `EIO` (on every handle and lane).
+    bad_byte: Option<u64>,
 }
 
 impl MemTarget {
@@ -45,6 +47,16 @@ impl MemTarget {
             bytes: Arc::new(Mutex::new(vec![0xEE; len])),
             len: len as u64,
             lbs: None,
+            bad_byte: None,
+        }
+    }
+
+    /// Same, but every write that covers byte `offset` fails with `EIO`, on whichever handle
+    /// or lane it happens.
+    pub(crate) fn failing_at(len: usize, offset: u64) -> Self {
+        Self {
+            bad_byte: Some(offset),
+            ..Self::new(len)
         }
     }
 
@@ -76,6 +88,12 @@ impl WriteTarget for MemTarget {
         self.lbs
     }
     fn write_at(&mut self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        if self
+            .bad_byte
+            .is_some_and(|bad| (offset..offset + buf.len() as u64).contains(&bad))
+        {
+            return Err(os(nix::libc::EIO));
+        }
         let start = usize::try_from(offset).map_err(|_| io::ErrorKind::InvalidInput)?;
         let mut bytes = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
         let dst = bytes

@@ -282,31 +282,24 @@ fn bad_arguments_have_codes() {
     assert!(err.contains("error[bad_name]"), "{err}");
     let err = fails(&["inspect", out]);
     assert!(err.contains("error[io_error]"), "{err}");
-    // clap rejects a malformed size before anything runs (usage errors exit 2).
-    let bad = run(&[
-        "build",
-        "--image",
-        s(&image),
-        "--out",
-        out,
-        "--name",
-        "x",
-        "--chunk-size",
-        "lots",
-    ]);
-    assert_eq!(bad.status.code(), Some(2));
-    let bad = run(&[
-        "build",
-        "--image",
-        s(&image),
-        "--out",
-        out,
-        "--name",
-        "x",
-        "--digest",
-        "md5",
-    ]);
-    assert_eq!(bad.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("expected sha256 or blake3"), "{stderr}");
+    // clap rejects a malformed size or digest before anything runs (usage errors exit 2).
+    for (flag, value, says) in [
+        ("--chunk-size", "lots", "lots"),
+        ("--digest", "md5", "expected sha256 or blake3"),
+    ] {
+        let bad = run(&[
+            "build",
+            "--image",
+            s(&image),
+            "--out",
+            out,
+            "--name",
+            "x",
+            flag,
+            value,
+        ]);
+        assert_eq!(bad.status.code(), Some(2), "{flag}");
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+    }
 }
