@@ -39,6 +39,11 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// Borrows owned arguments for [`ok`] and [`fails`].
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -66,19 +71,18 @@ fn keygen_build_verify_tamper() {
     let err = fails(&["keygen", "--out", s(&key)]);
     assert!(err.contains("error[key_exists]"), "{err}");
 
-    let stdout = ok(&[
-        "build",
-        "--image",
-        s(&image),
-        "--out",
-        s(&out),
-        "--name",
-        "disk",
-        "--chunk-size",
-        "1M",
-        "--key",
-        s(&key),
-    ]);
+    // `build` of the image into `out` with 1 MiB chunks, as NAME, with more arguments.
+    let build = |name: &str, more: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["build", "--image", s(&image), "--out", s(&out)]
+            .into_iter()
+            .chain(["--name", name, "--chunk-size", "1M"])
+            .map(str::to_owned)
+            .collect();
+        args.extend(more.iter().map(|a| (*a).to_owned()));
+        args
+    };
+
+    let stdout = ok(&strs(&build("disk", &["--key", s(&key)])));
     let snap = out.join("disk");
     assert!(
         stdout.contains(&format!("snapshot  {}", snap.display())),
@@ -89,17 +93,7 @@ fn keygen_build_verify_tamper() {
     let entries: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
     assert_eq!(entries.len(), 1);
     // A second build of the same name is refused.
-    let err = fails(&[
-        "build",
-        "--image",
-        s(&image),
-        "--out",
-        s(&out),
-        "--name",
-        "disk",
-        "--chunk-size",
-        "1M",
-    ]);
+    let err = fails(&strs(&build("disk", &[])));
     assert!(err.contains("error[already_exists]"), "{err}");
 
     let text = ok(&["inspect", s(&snap)]);
@@ -123,21 +117,10 @@ fn keygen_build_verify_tamper() {
     ok(&["verify", "--pubkey", s(&keys), s(&snap)]);
 
     // The same image with BLAKE3 digests: format version 2, same chunks, verifies.
-    ok(&[
-        "build",
-        "--image",
-        s(&image),
-        "--out",
-        s(&out),
-        "--name",
+    ok(&strs(&build(
         "disk-b3",
-        "--chunk-size",
-        "1M",
-        "--digest",
-        "blake3",
-        "--key",
-        s(&key),
-    ]);
+        &["--digest", "blake3", "--key", s(&key)],
+    )));
     let snap_b3 = out.join("disk-b3");
     let json_b3: serde_json::Value =
         serde_json::from_str(&ok(&["inspect", "--json", s(&snap_b3)])).unwrap();
