@@ -274,18 +274,27 @@ fn tftp_with_atftp_and_curl_in_namespaces() {
     let out = tempfile::tempdir().expect("tempdir");
     let limit = Duration::from_secs(60);
     let mut timings = Vec::new();
+    // One download: `args(dest)` is the client's command line writing to `dest`; the file
+    // must come out byte-identical. Returns the client's output.
+    let mut get = |label: String, file: &str, data: &[u8], args: &dyn Fn(&str) -> Vec<String>| {
+        let dest = out.path().join(format!("{file}.out"));
+        let args = args(&dest.display().to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let t1 = Instant::now();
+        let (ok, text) = srv.run(&args, limit);
+        assert!(ok, "{label}:\n{text}");
+        assert_same(&std::fs::read(&dest).expect("client output"), data, &label);
+        timings.push(format!("{label} {:.2}s", t1.elapsed().as_secs_f64()));
+        let _ = std::fs::remove_file(&dest);
+        text
+    };
+    let own = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
     for (name, data) in &files {
         for blk in [512u32, 1468, 8192] {
             for ws in [1u32, 16, 64] {
-                let dest = out.path().join(format!("{name}.{blk}.{ws}"));
-                let (b, w, d) = (
-                    format!("blksize {blk}"),
-                    format!("windowsize {ws}"),
-                    dest.display().to_string(),
-                );
-                let t1 = Instant::now();
-                let (ok, text) = srv.run(
-                    &[
+                let (b, w) = (format!("blksize {blk}"), format!("windowsize {ws}"));
+                let text = get(format!("atftp {name} {blk}x{ws}"), name, data, &|d| {
+                    own(&[
                         "atftp",
                         "--trace",
                         "--option",
@@ -296,15 +305,11 @@ fn tftp_with_atftp_and_curl_in_namespaces() {
                         "-r",
                         name,
                         "-l",
-                        &d,
+                        d,
                         "10.99.0.1",
                         "69",
-                    ],
-                    limit,
-                );
-                assert!(ok, "atftp {name} blksize {blk} windowsize {ws}:\n{text}");
-                let got = std::fs::read(&dest).expect("atftp output");
-                assert_same(&got, data, &format!("atftp {name} {blk}x{ws}"));
+                    ])
+                });
                 let oack = text
                     .lines()
                     .find(|l| l.contains("OACK"))
@@ -314,21 +319,10 @@ fn tftp_with_atftp_and_curl_in_namespaces() {
                         && oack.contains(&format!("windowsize: {ws}")),
                     "blksize {blk} windowsize {ws}: {oack}"
                 );
-                timings.push(format!(
-                    "atftp {name} {blk}x{ws} {:.2}s",
-                    t1.elapsed().as_secs_f64()
-                ));
-                let _ = std::fs::remove_file(&dest);
             }
-            let dest = out.path().join(format!("{name}.{blk}.curl"));
-            let (url, d, b) = (
-                format!("tftp://10.99.0.1/{name}"),
-                dest.display().to_string(),
-                blk.to_string(),
-            );
-            let t1 = Instant::now();
-            let (ok, text) = srv.run(
-                &[
+            let (url, b) = (format!("tftp://10.99.0.1/{name}"), blk.to_string());
+            get(format!("curl {name} {blk}"), name, data, &|d| {
+                own(&[
                     "curl",
                     "-sS",
                     "--max-time",
@@ -336,30 +330,15 @@ fn tftp_with_atftp_and_curl_in_namespaces() {
                     "--tftp-blksize",
                     &b,
                     "-o",
-                    &d,
+                    d,
                     &url,
-                ],
-                limit,
-            );
-            assert!(ok, "curl {name} blksize {blk}: {text}");
-            assert_same(
-                &std::fs::read(&dest).expect("curl output"),
-                data,
-                &format!("curl {name} {blk}"),
-            );
-            timings.push(format!(
-                "curl {name} {blk} {:.2}s",
-                t1.elapsed().as_secs_f64()
-            ));
-            let _ = std::fs::remove_file(&dest);
+                ])
+            });
         }
         if hpa {
             // tftp-hpa's client sends no options: plain RFC 1350 at 512 bytes, lockstep.
-            let dest = out.path().join(format!("{name}.hpa"));
-            let d = dest.display().to_string();
-            let t1 = Instant::now();
-            let (ok, text) = srv.run(
-                &[
+            get(format!("tftp-hpa {name}"), name, data, &|d| {
+                own(&[
                     "tftp",
                     "-m",
                     "binary",
@@ -368,20 +347,9 @@ fn tftp_with_atftp_and_curl_in_namespaces() {
                     "-c",
                     "get",
                     name,
-                    &d,
-                ],
-                limit,
-            );
-            assert!(ok, "tftp-hpa get {name}: {text}");
-            assert_same(
-                &std::fs::read(&dest).expect("tftp-hpa output"),
-                data,
-                &format!("tftp-hpa {name}"),
-            );
-            timings.push(format!(
-                "tftp-hpa {name} {:.2}s",
-                t1.elapsed().as_secs_f64()
-            ));
+                    d,
+                ])
+            });
         }
     }
     srv.stop();
