@@ -957,18 +957,7 @@ mod pipeline {
                     }
                 }
                 if let Err(e) = read {
-                    read_result = Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        ChunkError::DataTruncated {
-                            index,
-                            data_offset: entry.data_offset,
-                        }
-                    } else {
-                        ChunkError::Read {
-                            index,
-                            data_offset: entry.data_offset,
-                            source: e,
-                        }
-                    });
+                    read_result = Err(ChunkError::frame_read(index, entry.data_offset, e));
                     break;
                 }
                 if job_tx.send((index, frame)).is_err() {

@@ -292,18 +292,7 @@ impl<'m, R: Read> ChunkStream<'m, R> {
             self.frame.resize(len, 0);
             if let Err(e) = self.reader.read_exact(&mut self.frame) {
                 self.ended = true;
-                return Some(Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    ChunkError::DataTruncated {
-                        index,
-                        data_offset: entry.data_offset,
-                    }
-                } else {
-                    ChunkError::Read {
-                        index,
-                        data_offset: entry.data_offset,
-                        source: e,
-                    }
-                }));
+                return Some(Err(ChunkError::frame_read(index, entry.data_offset, e)));
             }
         }
         Some(

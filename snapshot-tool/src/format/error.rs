@@ -386,6 +386,20 @@ pub enum ChunkError {
 }
 
 impl ChunkError {
+    /// Reading chunk `index`'s frame, which starts at `data_offset` in the data file, failed
+    /// with `e`: the stream ended early ([`ChunkError::DataTruncated`]) or the read failed.
+    pub fn frame_read(index: u64, data_offset: u64, e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Self::DataTruncated { index, data_offset }
+        } else {
+            Self::Read {
+                index,
+                data_offset,
+                source: e,
+            }
+        }
+    }
+
     /// The stable reason code.
     pub fn code(&self) -> &'static str {
         match self {
