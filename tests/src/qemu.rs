@@ -738,6 +738,39 @@ impl Vm<'_> {
             .wait_for_any_or(patterns, timeout, || self.failed())
     }
 
+    /// Calls `check` every `step` until it yields a value (or an error); fails early if QEMU
+    /// exits or the console shows a dead end, and after `timeout`. `what` names the wait in
+    /// errors ("waiting for WHAT", "WHAT on VM").
+    pub fn watch<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        step: Duration,
+        mut check: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(value) = check()? {
+                return Ok(value);
+            }
+            if let Some(a) = self.failed() {
+                return Err(Error::ExitedEarly {
+                    what: format!("waiting for {what}"),
+                    status: format!("{}: {}", a.what, a.why),
+                    detail: self.report(),
+                });
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Timeout {
+                    what: format!("{what} on {}", self.name),
+                    after: timeout,
+                    detail: self.report(),
+                });
+            }
+            std::thread::sleep(step);
+        }
+    }
+
     /// Waits for QEMU to exit by itself (e.g. the guest powered off under `-no-reboot`).
     pub fn wait_exit(&self, timeout: Duration) -> Result<(ExitStatus, Duration)> {
         proc::poll_until(timeout, Duration::from_millis(200), || self.try_wait())

@@ -664,37 +664,24 @@ fn watch_until(
     disk: &Path,
     image: &[u8],
 ) -> Result<Duration> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        // The head first, then the console: an image head seen before "finish" printed is a
-        // violation, whatever the interleaving.
-        let head = read_head(disk)?;
-        let text = vm.console().text();
-        if head == image && !text.contains("install: finish") {
-            panic!(
-                "the disk's first MiB holds the image before the install verified\n{}",
-                vm.report()
-            );
-        }
-        if text.contains(pattern) {
-            return Ok(vm.uptime());
-        }
-        if let Some(a) = vm.failed() {
-            return Err(Error::ExitedEarly {
-                what: format!("waiting for {pattern:?}"),
-                status: format!("{}: {}", a.what, a.why),
-                detail: vm.report(),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Timeout {
-                what: format!("{pattern:?} on {}", vm.name()),
-                after: timeout,
-                detail: vm.report(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    vm.watch(
+        &format!("{pattern:?}"),
+        timeout,
+        Duration::from_millis(250),
+        || {
+            // The head first, then the console: an image head seen before "finish" printed is a
+            // violation, whatever the interleaving.
+            let head = read_head(disk)?;
+            let text = vm.console().text();
+            if head == image && !text.contains("install: finish") {
+                panic!(
+                    "the disk's first MiB holds the image before the install verified\n{}",
+                    vm.report()
+                );
+            }
+            Ok(text.contains(pattern).then(|| vm.uptime()))
+        },
+    )
 }
 
 /// Waits until the disk's first MiB, which holds `pattern` when the install starts, turns to
@@ -708,12 +695,12 @@ fn watch_head_zeroed(
     pattern: &[u8],
     image: &[u8],
 ) -> Result<Duration> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let what = "the installer's zeros";
+    vm.watch(what, timeout, Duration::from_millis(100), || {
         let (head, hash) = classify(&read_head(disk)?, pattern, image);
         let text = vm.console().text();
         match head {
-            Head::Zeroed => return Ok(vm.uptime()),
+            Head::Zeroed => return Ok(Some(vm.uptime())),
             Head::Pattern => {}
             other => panic!(
                 "the first MiB is {other:?} (sha256 {hash}) before the installer's zeros\n{}",
@@ -726,22 +713,8 @@ fn watch_head_zeroed(
                 vm.report()
             );
         }
-        if let Some(a) = vm.failed() {
-            return Err(Error::ExitedEarly {
-                what: "waiting for the installer's zeros".into(),
-                status: format!("{}: {}", a.what, a.why),
-                detail: vm.report(),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Timeout {
-                what: format!("the installer's zeros on {}", vm.name()),
-                after: timeout,
-                detail: vm.report(),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Ok(None)
+    })
 }
 
 #[test]
