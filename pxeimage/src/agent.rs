@@ -833,33 +833,40 @@ mod tests {
                 && let Err(why) = confirm()
             {
                 return ResultReport {
-                    order: "install".into(),
-                    outcome: Outcome::Failure,
-                    code: Some(ORDER_WITHDRAWN.into()),
                     message: Some(why),
-                    detail: None,
+                    ..report("install", Outcome::Failure, Some(ORDER_WITHDRAWN))
                 };
             }
             self.writes += 1;
-            progress(ProgressReport {
-                order: "install".into(),
-                stage: "write".into(),
-                percent: Some(50),
-                message: None,
-                bytes_done: None,
-                bytes_total: None,
-            });
+            progress(stage("install", "write", 50));
             let (outcome, code) = self
                 .outcomes
                 .pop_front()
                 .unwrap_or((Outcome::Failure, Some("script_ended")));
-            ResultReport {
-                order: "install".into(),
-                outcome,
-                code: code.map(str::to_owned),
-                message: None,
-                detail: None,
-            }
+            report("install", outcome, code)
+        }
+    }
+
+    /// A test executor's result: `order` ended with `outcome` and `code`.
+    fn report(order: &str, outcome: Outcome, code: Option<&str>) -> ResultReport {
+        ResultReport {
+            order: order.into(),
+            outcome,
+            code: code.map(str::to_owned),
+            message: None,
+            detail: None,
+        }
+    }
+
+    /// A test executor's one progress report.
+    fn stage(order: &str, stage: &str, percent: u8) -> ProgressReport {
+        ProgressReport {
+            order: order.into(),
+            stage: stage.into(),
+            percent: Some(percent),
+            message: None,
+            bytes_done: None,
+            bytes_total: None,
         }
     }
 
@@ -1184,22 +1191,12 @@ mod tests {
                 && let Err(why) = confirm()
             {
                 return ResultReport {
-                    order: "recycle".into(),
-                    outcome: Outcome::Failure,
-                    code: Some(ORDER_WITHDRAWN.into()),
                     message: Some(why),
-                    detail: None,
+                    ..report("recycle", Outcome::Failure, Some(ORDER_WITHDRAWN))
                 };
             }
             self.calls += 1;
-            progress(ProgressReport {
-                order: "recycle".into(),
-                stage: "wipe".into(),
-                percent: Some(40),
-                message: None,
-                bytes_done: None,
-                bytes_total: None,
-            });
+            progress(stage("recycle", "wipe", 40));
             self.outcomes
                 .pop_front()
                 .unwrap_or_else(|| unsupported("recycle", "script_ended", String::new()))
