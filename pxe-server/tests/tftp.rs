@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use client::{Fetch, ack, error, fetch, parse_error, parse_oack, pattern, request};
+use client::{Fetch, ack, count_arrivals, error, fetch, parse_error, parse_oack, pattern, request};
 use pxe_server::tftp::{TftpConfig, TftpStats, serve};
 use tokio_util::sync::CancellationToken;
 
@@ -388,21 +388,6 @@ fn hundred_mib_at_blksize_512_rolls_over() {
         assert_same(&std::fs::read(&out).unwrap(), &data, "atftp 100 MiB / 512");
     }
     srv.stop();
-}
-
-/// Counts datagrams arriving on `sock` during `dur`.
-fn count_arrivals(sock: &UdpSocket, dur: Duration) -> usize {
-    let end = Instant::now() + dur;
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        if sock.recv_from(&mut buf).is_ok() {
-            n += 1;
-        }
-    }
-    n
 }
 
 #[test]

@@ -28,7 +28,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use client::{ack, error, parse_error, parse_oack, pattern, request};
+use client::{ack, count_arrivals, error, parse_error, parse_oack, pattern, request};
 use services::appliance::{self, Dirs, Opts, SERVER_IP};
 use services::netns::{Netns, Proc, in_ns, is_root};
 use services::traversal;
@@ -158,21 +158,6 @@ fn exchange(pkt: &[u8], wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
         }
     }
     None
-}
-
-/// Counts datagrams arriving on `sock` during `dur`.
-fn count_arrivals(sock: &UdpSocket, dur: Duration) -> usize {
-    let end = Instant::now() + dur;
-    let mut buf = [0u8; 2048];
-    let mut n = 0;
-    while let Some(left) = end.checked_duration_since(Instant::now()) {
-        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        if sock.recv_from(&mut buf).is_ok() {
-            n += 1;
-        }
-    }
-    n
 }
 
 /// UDP datagrams the calling thread's network namespace has received so far, on any port

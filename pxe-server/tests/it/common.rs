@@ -129,6 +129,24 @@ impl Server {
     }
 
     /// Fetches the boot script for `mac` and returns it with the agent token it carries.
+    /// Runs `pxe-server machine ARGS` against this server (its API and data directory, for
+    /// the operator token): success, stdout, stderr.
+    pub(crate) fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pxe-server"))
+            .arg("machine")
+            .args(args)
+            .args(["--api", &self.base])
+            .arg("--data-dir")
+            .arg(self.root.path().join("data"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub(crate) fn boot(&self, mac: &str) -> (String, Option<String>) {
         let (st, script) = self.request(
             "GET",

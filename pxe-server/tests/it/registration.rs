@@ -113,22 +113,7 @@ fn cli_lists_machines_as_json() {
     s.boot_and_register("CLI-1", &["52:54:00:f2:00:01"]);
     let (_, r, _) = s.boot_and_register("CLI-1", &["52:54:00:f2:01:01"]);
     assert_eq!(r["state"], "conflict");
-    let data = s.root.path().join("data");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pxe-server"))
-            .args(["machine"])
-            .args(args)
-            .args(["--api", &s.base])
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| s.cli(args);
     let (ok, out, err) = run(&["list", "--json"]);
     assert!(ok, "{err}");
     let list: Vec<Value> = serde_json::from_str(&out).unwrap();

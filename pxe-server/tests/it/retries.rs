@@ -351,22 +351,7 @@ fn cli_recycle_keeps_disks_and_show_prints_the_retry_state() {
     });
     let mac = "52:54:00:c1:00:05";
     let (id, _) = register(&s, "KEEP-CLI", mac);
-    let data = s.root.path().join("data");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pxe-server"))
-            .arg("machine")
-            .args(args)
-            .args(["--api", &s.base])
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| s.cli(args);
     let (ok, out, err) = run(&["recycle", &id, "--keep-disk", "NOPE"]);
     assert!(!ok && err.contains("unknown_disk"), "{out}{err}");
     let (ok, out, err) = run(&[

@@ -253,3 +253,18 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Counts datagrams arriving on `sock` during `dur`.
+pub fn count_arrivals(sock: &UdpSocket, dur: Duration) -> usize {
+    let end = Instant::now() + dur;
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        sock.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        if sock.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
