@@ -4,8 +4,6 @@
 //! machine is `available` again, a host-side scan of the first disk image finds no canary
 //! block, and the kept disk's image is byte-identical (sha256 before and after).
 
-use std::time::Duration;
-
 use pxe_api::MachineState;
 use pxe_api::machine::EventView;
 use rackhand_tests::gate::{self, announce};
@@ -13,7 +11,9 @@ use rackhand_tests::{
     Appliance, ApplianceConfig, DiskFormat, Error, Netns, Result, VmBuilder, WorkDir, test_mac,
 };
 
-use crate::support::{REGISTER_TIMEOUT, VM_NEEDS, canary_blocks, fill_with_canaries, sha256};
+use crate::support::{
+    REGISTER_TIMEOUT, VM_NEEDS, canary_blocks, fill_with_canaries, recycle_to_available, sha256,
+};
 
 #[test]
 fn recycled_machine_is_wiped_verified_and_available() -> Result<()> {
@@ -59,27 +59,16 @@ fn recycled_machine_is_wiped_verified_and_available() -> Result<()> {
             .any(|d| d.serial.as_deref() == Some(kept_serial)),
         "the kept disk's serial is in the report: {disks:?}"
     );
-    let reply = app.operator_post(
-        &format!("/api/v1/machines/{}/recycle", m.id),
+    let (m, reply, took) = recycle_to_available(
+        &app,
+        &ns,
+        dir.path(),
+        vm,
+        &m,
         &serde_json::json!({ "keep_disks": [kept_serial] }),
+        machine("recycle-2")?,
     )?;
-    assert_eq!(reply.status, 200, "recycle: {}", reply.body);
-    assert!(reply.body.contains(kept_serial), "{}", reply.body);
-    vm.wait_end_of_boot(Duration::from_secs(180))?;
-    drop(vm);
-
-    // The agent boots for the recycle order, wipes, verifies, reports, and reboots.
-    let vm = machine("recycle-2")?.start(&ns, dir.path())?;
-    let started = std::time::Instant::now();
-    vm.wait_end_of_boot(REGISTER_TIMEOUT)?;
-    let took = started.elapsed();
-    drop(vm);
-    let (m, _) = app.wait_for_machine(
-        serial,
-        MachineState::Available,
-        Duration::from_secs(30),
-        None,
-    )?;
+    assert!(reply.contains(kept_serial), "{reply}");
 
     let left = canary_blocks(&disk)?;
     assert_eq!(left, 0, "{left} canary blocks survived the wipe");

@@ -5,8 +5,6 @@
 //! reports; the wipe record names the NVMe method, a host-side scan of the image finds no
 //! canary block, and the machine is `available`.
 
-use std::time::Duration;
-
 use pxe_api::MachineState;
 use pxe_api::machine::EventView;
 use rackhand_tests::gate::{self, announce};
@@ -14,7 +12,9 @@ use rackhand_tests::{
     Appliance, ApplianceConfig, DiskFormat, Error, Netns, Result, VmBuilder, WorkDir, test_mac,
 };
 
-use crate::support::{REGISTER_TIMEOUT, VM_NEEDS, canary_blocks, fill_with_canaries};
+use crate::support::{
+    REGISTER_TIMEOUT, VM_NEEDS, canary_blocks, fill_with_canaries, recycle_to_available,
+};
 
 /// The NVMe methods a wipe record may name, with the NIST level each must be recorded at.
 const NVME_METHODS: &[(&str, &str)] = &[
@@ -66,25 +66,15 @@ fn recycled_nvme_machine_is_purged_verified_and_available() -> Result<()> {
         size / 4096,
         "registration touched the disk"
     );
-    let reply = app.operator_post(
-        &format!("/api/v1/machines/{}/recycle", m.id),
-        &serde_json::json!({}),
-    )?;
-    assert_eq!(reply.status, 200, "recycle: {}", reply.body);
-    vm.wait_end_of_boot(Duration::from_secs(180))?;
-    drop(vm);
-
     // The agent boots for the recycle order, purges, verifies, reports, and reboots.
-    let vm = machine("recycle-nvme-2")?.start(&ns, dir.path())?;
-    let started = std::time::Instant::now();
-    vm.wait_end_of_boot(REGISTER_TIMEOUT)?;
-    let took = started.elapsed();
-    drop(vm);
-    let (m, _) = app.wait_for_machine(
-        serial,
-        MachineState::Available,
-        Duration::from_secs(30),
-        None,
+    let (m, _, took) = recycle_to_available(
+        &app,
+        &ns,
+        dir.path(),
+        vm,
+        &m,
+        &serde_json::json!({}),
+        machine("recycle-nvme-2")?,
     )?;
 
     let left = canary_blocks(&disk)?;

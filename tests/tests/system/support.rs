@@ -9,7 +9,7 @@ use std::time::Duration;
 use pxe_api::{IdentityKind, Mac, MachineView};
 use rackhand_tests::gate::Need;
 use rackhand_tests::proc::run_ok;
-use rackhand_tests::{Error, Result};
+use rackhand_tests::{Appliance, Error, Netns, Result, Vm, VmBuilder};
 
 /// Power-on to registration: 10–40 s in the quiet case depending on the firmware; TCG on a
 /// busy 2-core host is slower.
@@ -230,4 +230,42 @@ pub(crate) fn canary_blocks(path: &Path) -> Result<u64> {
             Err(e) => return Err(io("scanning the disk image")(e)),
         }
     }
+}
+
+/// The recycle of a registered machine whose agent is waiting (`waiting`, booted for its
+/// registration): orders the recycle with `body` (400/409 fail the test), lets the waiting
+/// boot end (the agent's token dies with the state change), powers the machine on again with
+/// `next` for the recycle, and waits until it is `available`. Returns the machine, the order's
+/// reply body and how long the recycle boot took.
+pub(crate) fn recycle_to_available(
+    app: &Appliance,
+    ns: &Netns,
+    dir: &Path,
+    waiting: Vm<'_>,
+    m: &MachineView,
+    body: &serde_json::Value,
+    next: VmBuilder,
+) -> Result<(MachineView, String, Duration)> {
+    let reply = app.operator_post(&format!("/api/v1/machines/{}/recycle", m.id), body)?;
+    assert_eq!(reply.status, 200, "recycle: {}", reply.body);
+    waiting.wait_end_of_boot(Duration::from_secs(180))?;
+    drop(waiting);
+
+    // The agent boots for the recycle order, wipes, verifies, reports, and reboots.
+    let vm = next.start(ns, dir)?;
+    let started = std::time::Instant::now();
+    vm.wait_end_of_boot(REGISTER_TIMEOUT)?;
+    let took = started.elapsed();
+    drop(vm);
+    let serial = m
+        .serial
+        .as_deref()
+        .expect("a machine registered by its serial");
+    let (m, _) = app.wait_for_machine(
+        serial,
+        pxe_api::MachineState::Available,
+        Duration::from_secs(30),
+        None,
+    )?;
+    Ok((m, reply.body, took))
 }
