@@ -5,10 +5,9 @@
 //! block, and the kept disk's image is byte-identical (sha256 before and after).
 
 use pxe_api::MachineState;
-use pxe_api::machine::EventView;
 use rackhand_tests::gate::{self, announce};
 use rackhand_tests::{
-    Appliance, ApplianceConfig, DiskFormat, Error, Netns, Result, VmBuilder, WorkDir, test_mac,
+    Appliance, ApplianceConfig, DiskFormat, Netns, Result, VmBuilder, WorkDir, test_mac,
 };
 
 use crate::support::{
@@ -82,18 +81,12 @@ fn recycled_machine_is_wiped_verified_and_available() -> Result<()> {
         Vec::<String>::new(),
         "the scope ends with the order"
     );
-    let history = app.cli(&["machine", "history", &m.id, "--json"])?;
-    let events: Vec<EventView> =
-        serde_json::from_str(&history).map_err(|source| Error::Decode {
-            what: "history".into(),
-            text: history.clone(),
-            source,
-        })?;
+    let events = app.history(&m.id)?;
     let result = events
         .iter()
         .rev()
         .find(|e| e.kind == "transition" && e.to_state.as_deref() == Some("available"))
-        .unwrap_or_else(|| panic!("no recycle-complete transition in {history}"));
+        .unwrap_or_else(|| panic!("no recycle-complete transition in {events:#?}"));
     let detail = &result.detail.as_ref().expect("detail")["detail"];
     let wipes = &detail["wipes"];
     assert_eq!(

@@ -6,10 +6,9 @@
 //! canary block, and the machine is `available`.
 
 use pxe_api::MachineState;
-use pxe_api::machine::EventView;
 use rackhand_tests::gate::{self, announce};
 use rackhand_tests::{
-    Appliance, ApplianceConfig, DiskFormat, Error, Netns, Result, VmBuilder, WorkDir, test_mac,
+    Appliance, ApplianceConfig, DiskFormat, Netns, Result, VmBuilder, WorkDir, test_mac,
 };
 
 use crate::support::{
@@ -79,18 +78,12 @@ fn recycled_nvme_machine_is_purged_verified_and_available() -> Result<()> {
 
     let left = canary_blocks(&disk)?;
     assert_eq!(left, 0, "{left} canary blocks survived the wipe");
-    let history = app.cli(&["machine", "history", &m.id, "--json"])?;
-    let events: Vec<EventView> =
-        serde_json::from_str(&history).map_err(|source| Error::Decode {
-            what: "history".into(),
-            text: history.clone(),
-            source,
-        })?;
+    let events = app.history(&m.id)?;
     let result = events
         .iter()
         .rev()
         .find(|e| e.kind == "transition" && e.to_state.as_deref() == Some("available"))
-        .unwrap_or_else(|| panic!("no recycle-complete transition in {history}"));
+        .unwrap_or_else(|| panic!("no recycle-complete transition in {events:#?}"));
     let wipes = &result.detail.as_ref().expect("detail")["detail"]["wipes"];
     let record = wipes
         .get(0)
